@@ -1,0 +1,5 @@
+import sys
+
+from lipkit.cli import main
+
+sys.exit(main())

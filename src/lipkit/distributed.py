@@ -1,0 +1,122 @@
+"""Process groups from torchrun's environment, and the two collectives every objective uses.
+
+Convention: each rank computes a *local* loss whose mean over ranks is the global loss, and DDP
+averages gradients over ranks. Under that convention the backward of a gather is a sum over ranks
+of the incoming gradients (then this rank's slice), and the backward of a mean is a mean. With
+these two functions every objective's loss and gradient equal the single-process full batch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def init_from_env(backend: str | None = None) -> DistInfo:
+    """Initialise the default process group when started by torchrun (WORLD_SIZE > 1)."""
+    ws = int(os.environ.get("WORLD_SIZE", "1"))
+    if ws <= 1:
+        return DistInfo()
+    if not is_initialized():
+        if backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available() and dist.get_backend() == "nccl":
+        torch.cuda.set_device(local_rank)
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ws = dist.get_world_size()
+        parts = [torch.empty_like(x) for _ in range(ws)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.local_size = x.shape[0]
+        ctx.rank = dist.get_rank()
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = ctx.rank * ctx.local_size
+        return grad[start : start + ctx.local_size]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` (equal first dimension on every rank) from all ranks along dim 0, rank
+    order; gradients flow back to every rank's own slice. Identity in one process."""
+    if world_size() == 1:
+        return x
+    sizes = torch.tensor([x.shape[0]], device=x.device)
+    all_sizes = [torch.zeros_like(sizes) for _ in range(world_size())]
+    dist.all_gather(all_sizes, sizes)
+    if any(int(s) != x.shape[0] for s in all_sizes):
+        raise ValueError(
+            f"all_gather_with_grad needs the same local batch on every rank, got {[int(s) for s in all_sizes]}"
+        )
+    return _AllGatherWithGrad.apply(x)
+
+
+class _AllReduceMean(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out / dist.get_world_size()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad / dist.get_world_size()
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of `x` over ranks, differentiable (a batch statistic such as nCLIP's mean
+    prediction). Identity in one process."""
+    if world_size() == 1:
+        return x
+    return _AllReduceMean.apply(x)
+
+
+@torch.no_grad()
+def all_reduce_sum_nograd(x: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks without gradient (counts, diagnostics)."""
+    if world_size() == 1:
+        return x
+    out = x.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def global_row_offset(local_size: int) -> int:
+    """Index of this rank's first row in the gathered (rank-ordered) batch."""
+    return rank() * local_size

@@ -1,0 +1,148 @@
+"""Linear probe: multinomial logistic regression on frozen features.
+
+Features are standardised (statistics of the training set), the inverse regularisation strength
+C is chosen on a stratified validation split of the training set over a log grid, and the model
+is refitted on all training data with that C before scoring the test set.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+from .features import FeatureFn, embed_images
+from .zeroshot import classification_metrics
+
+DEFAULT_C_GRID = tuple(np.logspace(-3, 2, 6).tolist())  # 1e-3, 1e-2, ..., 1e2
+
+
+def _features(x, name: str) -> np.ndarray:
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} must have shape [N, D] with N, D > 0, got {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise ValueError(f"{name} must be finite numbers (got NaN/inf or dtype {x.dtype})")
+    return x.astype(np.float64, copy=False)
+
+
+def _labels(y, n: int, name: str) -> np.ndarray:
+    y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"{name} must have shape [{n}] to match the features, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name} must be integer class indices, got dtype {y.dtype}")
+    if y.min() < 0:
+        raise ValueError(f"{name} must be non-negative class indices, got {y.min()}")
+    return y.astype(np.int64, copy=False)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, val): about `val_fraction` of each class goes to val, and every class keeps
+    at least one sample for fitting."""
+    rng = np.random.default_rng(seed)
+    fit, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = min(int(round(len(idx) * val_fraction)), len(idx) - 1)
+        val.append(idx[:n_val])
+        fit.append(idx[n_val:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
+
+
+def _scores(model, x: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Logits [N, num_classes] (same ranking as the probabilities, without log(0) = -inf ties);
+    classes never seen in training score -inf."""
+    logits = model.decision_function(x)
+    if logits.ndim == 1:  # binary: one logit for classes_[1]; ties go to classes_[0] as in sklearn
+        logits = np.stack([np.zeros_like(logits), logits], axis=1)
+    scores = np.full((x.shape[0], num_classes), -np.inf)
+    scores[:, model.classes_] = logits
+    return torch.from_numpy(scores)
+
+
+def _probe(C: float, max_iter: int, seed: int):
+    # lbfgs fits the multinomial (softmax) loss for >2 classes; the intercept is not penalised.
+    return make_pipeline(StandardScaler(), LogisticRegression(
+        C=C, solver="lbfgs", max_iter=max_iter, random_state=seed))
+
+
+def select_C(x: np.ndarray, y: np.ndarray, C_grid: Sequence[float], val_fraction: float,
+             seed: int, max_iter: int) -> float:
+    """The C of the grid with the best validation top-1 accuracy; ties go to the smaller C
+    (stronger regularisation)."""
+    fit, val = stratified_split(y, val_fraction, seed)
+    if len(val) == 0:
+        raise ValueError("too few training samples to hold out a validation split; "
+                         "pass a single value in C_grid to skip the search")
+    num_classes = int(y.max()) + 1
+    scaler = StandardScaler().fit(x[fit])
+    x_fit, x_val = scaler.transform(x[fit]), scaler.transform(x[val])
+    # One estimator swept from strong to weak regularisation, each fit warm-started from the
+    # last: the weak-C fits, the slow ones, start near their solution.
+    clf = LogisticRegression(solver="lbfgs", max_iter=max_iter, warm_start=True,
+                             random_state=seed)
+    best_C, best_acc = None, -1.0
+    for C in sorted(C_grid):
+        clf.set_params(C=C).fit(x_fit, y[fit])
+        acc = classification_metrics(_scores(clf, x_val, num_classes), y[val], (1,))["acc1"]
+        if acc > best_acc:
+            best_C, best_acc = C, acc
+    return float(best_C)
+
+
+def evaluate(train_features, train_labels, test_features, test_labels, *,
+             val_fraction: float = 0.2, C_grid: Sequence[float] | None = None, seed: int = 0,
+             max_iter: int = 1000, topk: Sequence[int] = (1, 5), threads: int | None = 1
+             ) -> dict[str, float]:
+    """Linear-probe accuracy -> {"acc1", "acc5", "mean_per_class_recall", "best_C"}.
+
+    Features are [N, D] arrays or tensors, labels [N] integer class indices. Metrics follow
+    `classification_metrics` (ties toward the lower class index; a test class never seen in
+    training is never predicted).
+
+    `threads` caps the BLAS/OpenMP threads of the fits (None: the libraries' default). One
+    thread is the default because lbfgs on probe-sized problems is dominated by small matrix
+    products: on 2 shared cores a 10k x 128 probe took 0.6 s with one thread and 1.4-12 s with
+    two, and a 20k x 512 x 100-class fit 4.6 s against 35-40 s.
+    """
+    x_train = _features(train_features, "train_features")
+    x_test = _features(test_features, "test_features")
+    if x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(f"train_features have {x_train.shape[1]} dimensions but test_features "
+                         f"have {x_test.shape[1]}")
+    y_train = _labels(train_labels, x_train.shape[0], "train_labels")
+    y_test = _labels(test_labels, x_test.shape[0], "test_labels")
+    if len(np.unique(y_train)) < 2:
+        raise ValueError("train_labels must contain at least 2 classes")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    C_grid = DEFAULT_C_GRID if C_grid is None else tuple(float(c) for c in C_grid)
+    if not C_grid or not all(np.isfinite(c) and c > 0 for c in C_grid):
+        raise ValueError(f"C_grid must be non-empty positive finite values, got {C_grid}")
+
+    with threadpool_limits(limits=threads):
+        best_C = C_grid[0] if len(C_grid) == 1 else select_C(
+            x_train, y_train, C_grid, val_fraction, seed, max_iter)
+        probe = _probe(best_C, max_iter, seed).fit(x_train, y_train)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    metrics = classification_metrics(_scores(probe, x_test, num_classes), y_test, topk)
+    metrics["best_C"] = best_C
+    return metrics
+
+
+def evaluate_model(model, train_images: torch.Tensor, train_labels, test_images: torch.Tensor,
+                   test_labels, *, batch_size: int = 64, feature_fn: FeatureFn | None = None,
+                   normalize: bool = True, device=None, **probe_kwargs) -> dict[str, float]:
+    """Embed both image sets with `model.encode_image` (or `feature_fn`, e.g. pre-projection
+    tower features) and run `evaluate` on the result; `probe_kwargs` go to `evaluate`."""
+    def embed(images):
+        return embed_images(model, images, batch_size, normalize, feature_fn=feature_fn,
+                            device=device)
+    return evaluate(embed(train_images), train_labels, embed(test_images), test_labels,
+                    **probe_kwargs)

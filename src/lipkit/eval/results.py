@@ -1,0 +1,91 @@
+"""Evaluation results in CLIP_benchmark's JSON schema, and a small table printer.
+
+A record is {"dataset", "model", "pretrained", "task", "metrics", "language"}; task names follow
+CLIP_benchmark ("zeroshot_classification", "linear_probe", "zeroshot_retrieval", ...).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+RECORD_KEYS = ("dataset", "model", "pretrained", "task", "metrics", "language")
+
+
+def _plain(value):
+    """numpy / torch scalars -> Python numbers, so records serialise as JSON."""
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    raise TypeError(f"metric value {value!r} of type {type(value).__name__} is not a scalar")
+
+
+def result_record(dataset: str, model_name: str, pretrained: str, task: str,
+                  metrics: Mapping[str, object], language: str = "en") -> dict:
+    """One result in CLIP_benchmark's schema."""
+    return {"dataset": dataset, "model": model_name, "pretrained": pretrained, "task": task,
+            "metrics": {str(k): _plain(v) for k, v in metrics.items()}, "language": language}
+
+
+def write_results(records: Sequence[Mapping], path: str | os.PathLike) -> Path:
+    """Write `records` as a JSON list (indent 2), atomically: a reader sees the old file or the
+    whole new one, never a partial write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps([dict(r) for r in records], indent=2, allow_nan=True) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        # mkstemp creates 0600; give the result the existing file's mode, or 0644.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """Records written by `write_results` (a single record object is also accepted)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [data] if isinstance(data, dict) else data
+
+
+def record_row(record: Mapping) -> dict:
+    """A record flattened for `format_table`: its top-level fields plus its metrics."""
+    row = {k: v for k, v in record.items() if k != "metrics"}
+    row.update(record.get("metrics", {}))
+    return row
+
+
+def _cell(value, float_format: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isfinite(value):
+        return float_format.format(value)
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping], columns: Sequence[str],
+                 float_format: str = "{:.4f}") -> str:
+    """A Markdown table (also readable as plain text) of `columns` for each row; missing cells
+    are blank, floats use `float_format`, numbers are right-aligned."""
+    cells = [[_cell(row.get(c), float_format) for c in columns] for row in rows]
+    numeric = [bool(rows) and all(isinstance(row.get(c), (int, float)) or row.get(c) is None
+                                  for row in rows) for c in columns]
+    widths = [max([len(c), 3] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values):
+        padded = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+                          for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(columns), rule] + [line(r) for r in cells])

@@ -1,0 +1,3 @@
+from lipkit.models.lip import HEADS, LIPModel
+
+__all__ = ["HEADS", "LIPModel"]

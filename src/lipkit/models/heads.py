@@ -1,0 +1,32 @@
+"""Heads on top of the pooled tower features: CLIP linear projection and nCLIP prototype head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lipkit.config import PrototypeHeadConfig
+
+
+class PrototypeHead(nn.Module):
+    """MLP (hidden, GELU) -> bottleneck -> L2-normalise -> weight-normalised linear to K, no bias.
+
+    The prototype weights are normalised row-wise on every forward (weight norm with the gain
+    fixed at 1, as DINO's last layer), so the logits are cosines in [-1, 1]; the objective applies
+    its temperature."""
+
+    def __init__(self, in_dim: int, cfg: PrototypeHeadConfig):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, cfg.hidden_dim), nn.GELU(), nn.Linear(cfg.hidden_dim, cfg.bottleneck_dim)
+        )
+        self.prototypes = nn.Parameter(torch.empty(cfg.num_prototypes, cfg.bottleneck_dim))
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.prototypes, std=0.02)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(self.mlp(features), dim=-1)
+        return F.linear(z, F.normalize(self.prototypes, dim=-1))

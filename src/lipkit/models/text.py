@@ -1,0 +1,50 @@
+"""Text transformer: causal (pooled at the EOS token) or bidirectional (mean over tokens).
+
+Token id 0 is padding (right-padded); the EOS token is the last non-padding position."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lipkit.config import TextConfig
+from lipkit.models.transformer import Transformer, init_transformer_
+
+PAD_ID = 0
+
+
+class TextTransformer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.width = cfg.width
+        self.token_embed = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.context_length, cfg.width))
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+        self.norm_final = nn.LayerNorm(cfg.width)
+        init_transformer_(self)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.01)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 2 or tokens.shape[1] > self.cfg.context_length:
+            raise ValueError(
+                f"text tower expects tokens of shape [B, L<={self.cfg.context_length}], got {list(tokens.shape)}"
+            )
+        valid = tokens != PAD_ID
+        # Columns that are padding in every row change nothing (causal: they follow every EOS;
+        # bidirectional: they are masked out), so drop them: short captions cost less.
+        n = max(1, int(valid.any(0).nonzero().max()) + 1) if valid.any() else 1
+        tokens, valid = tokens[:, :n], valid[:, :n]
+        x = self.token_embed(tokens) + self.pos_embed[:, :n]
+        if self.cfg.causal:
+            # Right padding comes after EOS, so a causal mask alone keeps it out of the pooled token.
+            x = self.transformer(x, causal=True)
+        else:
+            key_mask = valid[:, None, None, :]  # [B,1,1,L]: attend only to real tokens
+            x = self.transformer(x, attn_mask=key_mask)
+        x = self.norm_final(x)
+        if self.cfg.pooling == "eos":
+            last = valid.long().sum(1).clamp(min=1) - 1
+            return x[torch.arange(x.shape[0], device=x.device), last]
+        w = valid.to(x.dtype).unsqueeze(-1)
+        return (x * w).sum(1) / w.sum(1).clamp(min=1)

@@ -1,0 +1,38 @@
+"""ViT image tower: patchify, cls token, learned positions, pre-norm blocks, pooled cls."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lipkit.config import VisionConfig
+from lipkit.models.transformer import Transformer, init_transformer_
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        if cfg.image_size % cfg.patch_size:
+            raise ValueError(
+                f"model.vision.image_size {cfg.image_size} is not divisible by patch_size {cfg.patch_size}"
+            )
+        self.cfg = cfg
+        self.width = cfg.width
+        grid = cfg.image_size // cfg.patch_size
+        self.patchify = nn.Conv2d(cfg.channels, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, cfg.width))
+        self.norm_pre = nn.LayerNorm(cfg.width)
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+        self.norm_post = nn.LayerNorm(cfg.width)
+        init_transformer_(self)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        c, s = self.cfg.channels, self.cfg.image_size
+        if images.ndim != 4 or images.shape[1:] != (c, s, s):
+            raise ValueError(f"image tower expects images of shape [B, {c}, {s}, {s}], got {list(images.shape)}")
+        x = self.patchify(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = self.transformer(self.norm_pre(x))
+        return self.norm_post(x[:, 0])

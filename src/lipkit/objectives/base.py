@@ -1,0 +1,40 @@
+"""The objective contract (OBJECTIVES.md §7).
+
+An objective reads the tensors it needs from the model's output dict and returns named terms.
+Keys ending in `_loss` are loss terms: `forward` adds `loss` = sum of weight(term) * term. Every
+other key is a diagnostic (a detached tensor). Objectives never see a model.
+
+Distributed convention: outputs hold this rank's *local* batch; a term's value on one rank is the
+rank-local share whose mean over ranks is the global value (see lipkit.distributed).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+# Keys a model output dict may carry (DESIGN.md, "Contracts").
+HEAD_CLIP = "clip"  # image_embeds, text_embeds, logit_scale
+HEAD_PROTOTYPES = "prototypes"  # image_protos, text_protos
+
+
+class Objective(nn.Module):
+    #: heads of the model this objective reads (HEAD_CLIP, HEAD_PROTOTYPES)
+    required_heads: ClassVar[frozenset[str]] = frozenset()
+
+    def term_weight(self, name: str) -> float:
+        """Weight of a `*_loss` term in the total; 1 unless the objective says otherwise."""
+        return 1.0
+
+    def terms(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.terms(outputs)
+        loss_terms = [self.term_weight(k) * v for k, v in out.items() if k.endswith("_loss")]
+        if not loss_terms:
+            raise RuntimeError(f"{type(self).__name__} returned no '*_loss' term")
+        # At least fp32 (bf16/fp16 terms are promoted; fp64 terms keep their precision).
+        out["loss"] = torch.stack([t.to(torch.promote_types(t.dtype, torch.float32)) for t in loss_terms]).sum()
+        return out

@@ -1,0 +1,130 @@
+"""Byte-level BPE tokenizer for captions (Hugging Face `tokenizers`), with fixed-length output.
+
+Every text becomes `<sos> tokens <eos>` right-padded with `<pad>` (id 0) to `context_length`;
+longer texts are cut so the last position is still `<eos>`. Byte-level pre-tokenisation means any
+string encodes, with no unknown token. The context length is stored in `tokenizer.json` itself as
+its truncation/padding settings, so one file restores the tokenizer exactly.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+PAD, SOS, EOS = "<pad>", "<sos>", "<eos>"
+SPECIALS = [PAD, SOS, EOS]  # trained in this order, so <pad> is id 0
+FILENAME = "tokenizer.json"
+MIN_VOCAB = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIALS)  # 256 bytes + specials
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file is missing or is not one this class wrote."""
+
+
+def _resolve(path: str | Path) -> Path:
+    """`path / tokenizer.json` if `path` is a directory or has no suffix, else `path` itself."""
+    path = Path(path)
+    return path / FILENAME if path.is_dir() or not path.suffix else path
+
+
+class Tokenizer:
+    def __init__(self, hf: _HFTokenizer):
+        self._hf = hf
+        self._sos, self._eos = hf.token_to_id(SOS), hf.token_to_id(EOS)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def train(cls, captions: Iterable[str], vocab_size: int, context_length: int) -> Tokenizer:
+        """Train on `captions`. The real vocabulary is at most `vocab_size` (smaller on a small corpus)."""
+        if vocab_size < MIN_VOCAB:
+            raise ValueError(
+                f"vocab_size must be >= {MIN_VOCAB} (256 byte tokens + {len(SPECIALS)} specials), got {vocab_size}"
+            )
+        if context_length < 2:
+            raise ValueError(f"context_length must be >= 2 (room for <sos> and <eos>), got {context_length}")
+        hf = _HFTokenizer(models.BPE())
+        hf.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Strip(), normalizers.Lowercase()])
+        # add_prefix_space: a word gets the same tokens at the start of a caption as inside it
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIALS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        hf.train_from_iterator(captions, trainer)
+        sos, eos = hf.token_to_id(SOS), hf.token_to_id(EOS)
+        hf.post_processor = processors.TemplateProcessing(
+            single=f"{SOS} $A {EOS}", special_tokens=[(SOS, sos), (EOS, eos)]
+        )
+        # Truncation counts the tokens the post-processor adds, so <eos> always survives.
+        hf.enable_truncation(max_length=context_length)
+        hf.enable_padding(length=context_length, pad_id=hf.token_to_id(PAD), pad_token=PAD)
+        return cls(hf)
+
+    def save(self, path: str | Path) -> Path:
+        """Write `tokenizer.json` (into `path` if it is a directory, else to `path`); returns the file."""
+        file = _resolve(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        self._hf.save(str(file))
+        return file
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        file = _resolve(path)
+        if not file.is_file():
+            raise TokenizerError(f"{file}: no tokenizer file there")
+        try:
+            hf = _HFTokenizer.from_file(str(file))
+        except Exception as e:  # tokenizers raises a bare Exception for a bad file
+            raise TokenizerError(f"{file}: not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
+        if (
+            hf.token_to_id(PAD) != 0
+            or hf.token_to_id(SOS) is None
+            or hf.token_to_id(EOS) is None
+            or hf.truncation is None
+            or hf.padding is None
+            or hf.padding.get("length") != hf.truncation["max_length"]
+        ):
+            raise TokenizerError(
+                f"{file}: not a lipkit tokenizer (needs {', '.join(SPECIALS)} and a fixed context length)"
+            )
+        return cls(hf)
+
+    # ------------------------------------------------------------------ use
+    def __call__(self, texts: list[str] | str) -> torch.Tensor:
+        """LongTensor [B, context_length]: <sos> tokens <eos> <pad>..."""
+        if isinstance(texts, str):
+            texts = [texts]
+        encodings = self._hf.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        return ids.reshape(len(encodings), self.context_length)  # keeps the shape for an empty batch
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self._hf.decode(ids, skip_special_tokens=True).strip()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._hf.get_vocab_size()
+
+    @property
+    def context_length(self) -> int:
+        return self._hf.truncation["max_length"]
+
+    @property
+    def pad_id(self) -> int:
+        return 0
+
+    @property
+    def sos_id(self) -> int:
+        return self._sos
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos

@@ -1,0 +1,3 @@
+from lipkit.train.loop import NonFiniteLossError, RunDirError, TrainResult, train
+
+__all__ = ["NonFiniteLossError", "RunDirError", "TrainResult", "train"]

@@ -1,0 +1,143 @@
+"""Helpers for tests/test_objectives_distributed.py: a tiny float64 LIPModel, a fixed global batch,
+the objective configurations under test, and the worker that spawned gloo processes run.
+
+Kept out of the test module so spawned processes import it without importing pytest's test file."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from lipkit.config import ModelConfig, ObjectiveConfig, PrototypeHeadConfig, TextConfig, VisionConfig
+from lipkit.distributed import all_reduce_sum_nograd, world_size
+from lipkit.models import LIPModel
+from lipkit.objectives import HEAD_CLIP, build_objective
+
+GLOBAL_BATCH = 8  # divisible by every world size tested (1, 2, 4)
+STEPS = 2  # the second step sees state the first one left (nCLIP centers)
+
+# name -> {config section: {field: value}}
+CASES: dict[str, dict[str, dict]] = {
+    "clip/mean": {},
+    "clip/sum": {"clip": {"direction_reduction": "sum"}},
+    "nclip/memax": {"nclip": {"lambda_sharp": 0.5}},
+    "nclip/memax-live-target": {"nclip": {"stopgrad_target": False, "lambda_smooth": 0.7}},
+    "nclip/sinkhorn": {"nclip": {"balance": "sinkhorn", "lambda_sharp": 0.5}},
+    "nclip/sinkhorn-live-target": {"nclip": {"balance": "sinkhorn", "stopgrad_target": False, "sinkhorn_epsilon": 0.1}},
+    "nclip/center": {"nclip": {"balance": "center", "center_momentum": 0.5}},
+    "nclip/center-live-target": {"nclip": {"balance": "center", "stopgrad_target": False}},
+    "nclip/none": {"nclip": {"balance": "none", "lambda_sharp": 0.5}},
+    "xclip": {"xclip": {"w_clip": 0.3, "w_nclip": 0.7}, "nclip": {"lambda_sharp": 0.5}},
+    "xclip/sinkhorn-sum": {"clip": {"direction_reduction": "sum"}, "nclip": {"balance": "sinkhorn"}},
+}
+for _form in ("sqdist", "neg_cos"):
+    for _pairs in ("positive", "negative", "both"):
+        CASES[f"clip_reg/{_form}-{_pairs}"] = {"clip_reg": {"form": _form, "pairs": _pairs, "lam": 0.5}}
+CASES["clip_reg/unscaled-sum"] = {
+    "clip_reg": {"pairs": "both", "scale_by_logit_scale": False, "lam": 2.0},
+    "clip": {"direction_reduction": "sum"},
+}
+
+# Deliberately wrong variants: the parity check must reject them, or it proves nothing.
+BROKEN_CASES = {
+    "broken/clip-gather-without-grad": ("clip/mean", "lipkit.objectives.clip.all_gather_with_grad"),
+    "broken/nclip-local-mean-prediction": ("nclip/memax", "lipkit.objectives.nclip.all_reduce_mean"),
+}
+
+
+def objective_config(case: str) -> ObjectiveConfig:
+    cfg = ObjectiveConfig(name=case.split("/")[0])
+    for section, fields in CASES[case].items():
+        for key, value in fields.items():
+            setattr(getattr(cfg, section), key, value)
+    return cfg
+
+
+def tiny_model(heads) -> LIPModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        vision=VisionConfig(image_size=8, patch_size=4, channels=1, width=16, layers=1, heads=2),
+        text=TextConfig(vocab_size=50, context_length=8, width=16, layers=1, heads=2),
+        embed_dim=8,
+        prototypes=PrototypeHeadConfig(hidden_dim=32, bottleneck_dim=8, num_prototypes=16),
+        heads=sorted(heads),
+    )
+    return LIPModel(cfg).double()
+
+
+def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(GLOBAL_BATCH, 1, 8, 8, generator=g, dtype=torch.float64)
+    tokens = torch.randint(1, 50, (GLOBAL_BATCH, 8), generator=g)
+    lengths = torch.randint(2, 9, (GLOBAL_BATCH,), generator=g)
+    tokens[torch.arange(8)[None, :] >= lengths[:, None]] = 0  # right padding
+    return images, tokens
+
+
+def run_case(case: str, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Loss terms (mean over ranks), every parameter's gradient (DDP-averaged when distributed)
+    and the objective's buffers, for STEPS forward/backward passes without an optimizer step."""
+    objective = build_objective(objective_config(case)).train()
+    model = tiny_model(objective.required_heads)
+    if world_size() > 1:
+        # A prototypes-only model still owns the (then unused) logit scale.
+        model_uses_all = HEAD_CLIP in objective.required_heads
+        net = DistributedDataParallel(model, find_unused_parameters=not model_uses_all)
+    else:
+        net = model
+    out = {}
+    for step in range(STEPS):
+        model.zero_grad(set_to_none=True)
+        terms = objective(net(images, tokens, heads=objective.required_heads))
+        terms["loss"].backward()
+        for key, value in terms.items():
+            out[f"step{step}/{key}"] = all_reduce_sum_nograd(value.detach().double()) / world_size()
+        for name, p in model.named_parameters():
+            out[f"step{step}/grad/{name}"] = torch.zeros_like(p) if p.grad is None else p.grad.clone()
+    for name, b in objective.named_buffers():
+        out[f"buffer/{name}"] = b.clone()
+    return out
+
+
+@contextmanager
+def _replaced(target: str, value):
+    module_name, attr = target.rsplit(".", 1)
+    module = __import__(module_name, fromlist=[attr])
+    original = getattr(module, attr)
+    setattr(module, attr, value)
+    try:
+        yield
+    finally:
+        setattr(module, attr, original)
+
+
+def _gather_without_grad(x: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[dist.get_rank()] = x
+    return torch.cat(parts)
+
+
+def run_broken_case(name: str, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    case, target = BROKEN_CASES[name]
+    replacement = _gather_without_grad if target.endswith("all_gather_with_grad") else (lambda x: x)
+    with _replaced(target, replacement):
+        return run_case(case, images, tokens)
+
+
+def worker(rank: int, size: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=size, timeout=timedelta(seconds=120)
+    )
+    try:
+        images, tokens = global_batch()
+        local = slice(rank * GLOBAL_BATCH // size, (rank + 1) * GLOBAL_BATCH // size)
+        results = {case: run_case(case, images[local], tokens[local]) for case in CASES}
+        results.update({name: run_broken_case(name, images[local], tokens[local]) for name in BROKEN_CASES})
+        torch.save(results, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,89 @@
+import subprocess
+import sys
+
+import pytest
+
+from lipkit.config import ConfigError, RunConfig, from_dict, load_config, save_config, to_dict
+from lipkit.objectives import build_objective
+
+
+def test_preset_loads_and_overrides_apply():
+    cfg = load_config("fashion-tiny", ["train.steps=7", "objective.name=xclip", "objective.clip_reg.lambda=0.25"])
+    assert cfg.train.steps == 7
+    assert cfg.objective.name == "xclip"
+    assert cfg.objective.clip_reg.lam == 0.25
+    assert cfg.model.vision.patch_size == 7  # from the preset, not the dataclass default (4)
+
+
+def test_base_chain_merges_sections():
+    cfg = load_config("xclip-paper-weights")
+    assert (cfg.objective.xclip.w_clip, cfg.objective.xclip.w_nclip) == (0.3, 0.7)
+    assert cfg.model.vision.patch_size == 7  # inherited from fashion-tiny
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_config("fashion-tiny", ["objective.clip_reg.lambda=0.5", "model.heads=[clip]"])
+    save_config(cfg, tmp_path / "c.yaml")
+    back = load_config(str(tmp_path / "c.yaml"))
+    assert back == cfg
+    assert "lambda" in to_dict(cfg)["objective"]["clip_reg"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stpes=3", "unknown key 'train.stpes'; allowed keys: steps, batch_size,"),
+        ("model.vision.widht=3", "unknown key 'model.vision.widht'; allowed keys: name, image_size,"),
+        ("train.steps=abc", "train.steps: expected int, got str 'abc'"),
+        ("train.lr=true", "train.lr: expected float, got bool True"),
+        ("train.progress=1", "train.progress: expected bool, got int 1"),
+        ("objective.clip.direction_reduction=max", "objective.clip.direction_reduction: expected one of 'mean' | 'sum', got 'max'"),
+        ("objective.nclip=3", "objective.nclip: expected a mapping"),
+    ],
+)
+def test_bad_values_are_one_line_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("fashion-tiny", [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_objective_names_the_available_ones():
+    cfg = load_config("fashion-tiny", ["objective.name=simclr"])
+    with pytest.raises(ConfigError, match=r"objective.name: unknown objective 'simclr'; available: clip, clip_reg, nclip, xclip"):
+        build_objective(cfg.objective)
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="presets: .*fashion-tiny"):
+        load_config("no-such-preset")
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config("fashion-tiny", ["train.steps"])
+
+
+def test_defaults_match_the_papers():
+    cfg = from_dict({})
+    assert isinstance(cfg, RunConfig)
+    assert cfg.model.init_logit_scale == pytest.approx(1 / 0.07)
+    assert cfg.model.max_logit_scale == 100
+    assert (cfg.objective.nclip.temperature, cfg.objective.nclip.target_temperature) == (0.1, 0.05)
+    assert (cfg.model.prototypes.hidden_dim, cfg.model.prototypes.bottleneck_dim) == (2048, 256)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--config", "fashion-tiny", "--set", "train.stpes=3", "--out", "x"], "lipkit: error: unknown key 'train.stpes'"),
+        (["train", "--config", "fashion-tiny", "--set", "objective.name=foo", "--out", "x"], "lipkit: error: objective.name: unknown objective 'foo'"),
+        (["eval", "no/such/run"], "lipkit: error: no/such/run: not a lipkit run directory"),
+    ],
+)
+def test_cli_prints_one_line_and_exits_2(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lipkit", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().startswith(message), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()  # nothing written on a config error

@@ -1,0 +1,116 @@
+import math
+
+import pytest
+import torch
+
+from lipkit.checkpoint import CheckpointError, load_state_into, save_model
+from lipkit.config import ModelConfig, PrototypeHeadConfig, TextConfig, VisionConfig
+from lipkit.models import LIPModel
+
+
+def tiny_cfg(heads=("clip", "prototypes"), causal=True, pooling="eos") -> ModelConfig:
+    return ModelConfig(
+        vision=VisionConfig(image_size=8, patch_size=4, channels=1, width=16, layers=2, heads=2),
+        text=TextConfig(vocab_size=30, context_length=8, width=16, layers=2, heads=2, causal=causal, pooling=pooling),
+        embed_dim=8,
+        prototypes=PrototypeHeadConfig(hidden_dim=32, bottleneck_dim=8, num_prototypes=12),
+        heads=list(heads),
+    )
+
+
+def batch(b=3):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(b, 1, 8, 8, generator=g)
+    tokens = torch.tensor([[1, 5, 6, 2, 0, 0, 0, 0], [1, 7, 2, 0, 0, 0, 0, 0], [1, 8, 9, 10, 11, 2, 0, 0]])[:b]
+    return images, tokens
+
+
+def test_forward_dict_and_only_requested_heads():
+    torch.manual_seed(0)
+    model = LIPModel(tiny_cfg())
+    images, tokens = batch()
+    out = model(images, tokens, heads=["clip"])
+    assert set(out) == {"image_features", "text_features", "image_embeds", "text_embeds", "logit_scale"}
+    assert torch.allclose(out["image_embeds"].norm(dim=-1), torch.ones(3))
+    assert out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-5)
+    out = model(images, tokens, heads=["prototypes"])
+    assert set(out) == {"image_features", "text_features", "image_protos", "text_protos"}
+    assert out["image_protos"].shape == (3, 12)
+    assert out["image_protos"].abs().max() <= 1 + 1e-6  # cosines to normalised prototypes
+
+
+def test_prototype_head_is_cosine_to_normalised_prototypes():
+    torch.manual_seed(0)
+    head = LIPModel(tiny_cfg()).image_prototypes
+    f = torch.randn(4, 16)
+    z = torch.nn.functional.normalize(head.mlp(f), dim=-1)
+    w = head.prototypes / head.prototypes.norm(dim=1, keepdim=True)
+    assert torch.allclose(head(f), z @ w.T, atol=1e-6)
+    assert not any(n.endswith("bias") for n, _ in head.named_parameters() if not n.startswith("mlp"))
+
+
+def test_model_without_a_head_refuses_it():
+    model = LIPModel(tiny_cfg(heads=["clip"]))
+    images, tokens = batch()
+    with pytest.raises(ValueError, match="no head"):
+        model(images, tokens, heads=["prototypes"])
+    assert not hasattr(model, "image_prototypes")
+
+
+def test_causal_eos_pooling_ignores_tokens_after_eos_and_padding_columns():
+    torch.manual_seed(0)
+    model = LIPModel(tiny_cfg()).eval()
+    images, tokens = batch()
+    base = model.encode_text(tokens)
+    # Trimming all-padding columns must be exact: a shorter tensor gives the same embeddings.
+    assert torch.allclose(model.encode_text(tokens[:, :6]), base, atol=1e-6)
+    # Changing an earlier (non-pad) token must change the embedding (causal attention sees it).
+    changed = tokens.clone()
+    changed[0, 1] = 9
+    assert not torch.allclose(model.encode_text(changed)[0], base[0])
+
+
+def test_bidirectional_mean_pooling_masks_padding():
+    torch.manual_seed(0)
+    model = LIPModel(tiny_cfg(causal=False, pooling="mean")).eval()
+    images, tokens = batch()
+    one = model.text(tokens[1:2, :3])  # the caption alone, no padding at all
+    padded = model.text(tokens[:, :6])[1:2]  # the same caption inside a padded batch
+    assert torch.allclose(one, padded, atol=1e-5)
+
+
+def test_encode_normalize_and_wrong_shapes():
+    model = LIPModel(tiny_cfg()).eval()
+    images, tokens = batch()
+    assert torch.allclose(model.encode_image(images, normalize=True).norm(dim=-1), torch.ones(3), atol=1e-6)
+    with pytest.raises(ValueError, match=r"images of shape \[B, 1, 8, 8\], got \[3, 3, 8, 8\]"):
+        model.encode_image(torch.zeros(3, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"tokens of shape \[B, L<=8\], got \[3, 9\]"):
+        model.encode_text(torch.ones(3, 9, dtype=torch.long))
+
+
+def test_logit_scale_clamped_to_max():
+    model = LIPModel(tiny_cfg())
+    with torch.no_grad():
+        model.log_logit_scale.fill_(math.log(500.0))
+    model.clamp_logit_scale()
+    assert model.log_logit_scale.exp().item() == pytest.approx(100.0, rel=1e-6)
+
+
+def test_checkpoint_from_another_architecture_names_the_keys(tmp_path):
+    save_model(LIPModel(tiny_cfg(heads=["clip"])), tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    other = LIPModel(tiny_cfg(heads=["clip", "prototypes"]))
+    with pytest.raises(CheckpointError, match=r"another architecture: missing image_prototypes\.mlp\.0\.bias"):
+        load_state_into(other, tmp_path / "model.safetensors")
+    wider = tiny_cfg(heads=["clip"])
+    wider.embed_dim = 4
+    with pytest.raises(CheckpointError, match=r"shape differs for image_projection.weight \[8, 16\] vs \[4, 16\]"):
+        load_state_into(LIPModel(wider), tmp_path / "model.safetensors")
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        load_state_into(LIPModel(tiny_cfg()), tmp_path / "model.safetensors")
