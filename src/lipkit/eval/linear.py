@@ -6,10 +6,12 @@ is refitted on all training data with that C before scoring the test set.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -126,7 +128,10 @@ def evaluate(train_features, train_labels, test_features, test_labels, *,
     if not C_grid or not all(np.isfinite(c) and c > 0 for c in C_grid):
         raise ValueError(f"C_grid must be non-empty positive finite values, got {C_grid}")
 
-    with threadpool_limits(limits=threads):
+    # lbfgs often stops at max_iter on weakly regularised grid points; the validation score
+    # already judges those fits, so the warning only adds noise.
+    with threadpool_limits(limits=threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         best_C = C_grid[0] if len(C_grid) == 1 else select_C(
             x_train, y_train, C_grid, val_fraction, seed, max_iter)
         probe = _probe(best_C, max_iter, seed).fit(x_train, y_train)

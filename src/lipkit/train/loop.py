@@ -30,6 +30,7 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainResult:
+    model: LIPModel
     run_dir: Path
     steps: int
     samples: int
@@ -188,4 +189,4 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False) -> Train
     if dist_info.is_main:
         _save(run_dir, cfg, model, tokenizer)
     log.close()
-    return TrainResult(run_dir, cfg.train.steps, cfg.train.steps * cfg.train.batch_size, seconds, loss_value)
+    return TrainResult(model, run_dir, cfg.train.steps, cfg.train.steps * cfg.train.batch_size, seconds, loss_value)
