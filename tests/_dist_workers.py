@@ -11,7 +11,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from lipkit.config import ModelConfig, ObjectiveConfig, PrototypeHeadConfig, TextConfig, VisionConfig
+from lipkit.config import (
+    ModelConfig,
+    ObjectiveConfig,
+    PrototypeHeadConfig,
+    TextConfig,
+    VisionConfig,
+)
 from lipkit.distributed import all_reduce_sum_nograd, world_size
 from lipkit.models import LIPModel
 from lipkit.objectives import HEAD_CLIP, build_objective

@@ -3,7 +3,14 @@ import sys
 
 import pytest
 
-from lipkit.config import ConfigError, RunConfig, from_dict, load_config, save_config, to_dict
+from lipkit.config import (
+    ConfigError,
+    RunConfig,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 from lipkit.objectives import build_objective
 
 

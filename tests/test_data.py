@@ -13,10 +13,11 @@ from lipkit.data import (
     FashionMNISTPairs,
     build_train_dataset,
     cache_dir,
+    debian,
+    fashion_mnist,
     fashion_mnist_prompts,
     load_fashion_mnist,
 )
-from lipkit.data import debian, fashion_mnist
 from lipkit.data.captions import fill, template_index
 from lipkit.data.idx import read_idx
 
@@ -257,11 +258,12 @@ def pairs(real):
 
 
 def _captions(ds, n=500):
-    return [ds[i][1] for i in range(n)]
+    return [ds[i]["caption"] for i in range(n)]
 
 
 def test_item_types_and_shapes(pairs):
-    image, caption, label = pairs[0]
+    item = pairs[0]
+    image, caption, label = item["image"], item["caption"], item["label"]
     assert isinstance(image, torch.Tensor) and image.dtype == torch.float32 and image.shape == (1, 28, 28)
     assert isinstance(caption, str) and isinstance(label, int) and label == 9
     assert len(pairs) == 60000
@@ -271,11 +273,11 @@ def test_captions_match_label_and_training_templates(pairs):
     names = fashion_mnist_prompts().class_names
     pairs.set_epoch(0)
     for i in range(0, 60000, 97):
-        _, caption, label = pairs[i]
+        caption, label = pairs[i]["caption"], pairs[i]["label"]
         assert caption in {fill(t, names[label]) for t in TRAIN_TEMPLATES}, (i, caption, label)
         assert names[label] in caption
     # every training template gets used, roughly uniformly
-    used = [next(t for t in TRAIN_TEMPLATES if fill(t, names[pairs[i][2]]) == pairs[i][1]) for i in range(3000)]
+    used = [next(t for t in TRAIN_TEMPLATES if fill(t, names[pairs[i]["label"]]) == pairs[i]["caption"]) for i in range(3000)]
     counts = [used.count(t) for t in TRAIN_TEMPLATES]
     assert min(counts) > 3000 / len(TRAIN_TEMPLATES) * 0.8, counts
 
@@ -285,7 +287,7 @@ def test_captions_deterministic_per_seed_and_epoch(pairs):
     pairs.set_epoch(0)
     e0 = _captions(pairs)
     assert e0 == _captions(other)
-    assert [pairs[i][1] for i in reversed(range(500))][::-1] == e0  # access order does not matter
+    assert [pairs[i]["caption"] for i in reversed(range(500))][::-1] == e0  # access order does not matter
     pairs.set_epoch(1)
     e1 = _captions(pairs)
     other.set_epoch(1)
@@ -316,19 +318,19 @@ def test_normalisation_by_hand(pairs, real):
     i, r, c = 123, 14, 10
     assert raw[i, r, c] not in (0, 255)
     expected = (raw[i, r, c] / 255.0 - 0.2860) / 0.3530
-    assert pairs[i][0][0, r, c].item() == pytest.approx(expected, abs=1e-6)
-    assert pairs[i][0][0, 0, 0].item() == pytest.approx((raw[i, 0, 0] / 255.0 - 0.2860) / 0.3530, abs=1e-6)
+    assert pairs[i]["image"][0, r, c].item() == pytest.approx(expected, abs=1e-6)
+    assert pairs[i]["image"][0, 0, 0].item() == pytest.approx((raw[i, 0, 0] / 255.0 - 0.2860) / 0.3530, abs=1e-6)
 
 
 def test_batched_accessors(real):
     ds = FashionMNISTPairs("test", templates=TRAIN_TEMPLATES)
     images = ds.images_tensor()
     assert images.shape == (10000, 1, 28, 28) and images.dtype == torch.float32
-    assert torch.equal(images[42], ds[42][0])
+    assert torch.equal(images[42], ds[42]["image"])
     assert abs(images.mean().item()) < 0.05  # normalised by the train statistics
     assert ds.labels.dtype == torch.long and ds.labels.shape == (10000,)
     assert ds.labels.tolist() == real["test"][1].tolist()
-    assert ds[-1][2] == ds.labels[-1].item()
+    assert ds[-1]["label"] == ds.labels[-1].item() and ds[-1]["index"] == len(ds) - 1
     with pytest.raises(IndexError):
         ds[10000]
 
@@ -342,8 +344,9 @@ def test_default_templates_are_evaluation_ones(real):
 
 def test_dataloader_batches(pairs):
     loader = torch.utils.data.DataLoader(pairs, batch_size=8, shuffle=False)
-    images, captions, labels = next(iter(loader))
-    assert images.shape == (8, 1, 28, 28) and len(captions) == 8 and labels.dtype == torch.long
+    batch = next(iter(loader))
+    assert batch["image"].shape == (8, 1, 28, 28) and len(batch["caption"]) == 8
+    assert batch["label"].dtype == torch.long and batch["index"].tolist() == list(range(8))
 
 
 def test_bad_templates_and_limit(real):
@@ -361,7 +364,7 @@ def test_build_train_dataset(real):
     assert len(ds) == 1000 and ds.split == "train" and ds.templates == TRAIN_TEMPLATES
     assert len(build_train_dataset(DataConfig())) == 60000
     custom = build_train_dataset(DataConfig(caption_templates=["a {} drawn"], train_limit=5))
-    assert custom[0][1] == "a ankle boot drawn"
+    assert custom[0]["caption"] == "a ankle boot drawn"
 
 
 def test_build_train_dataset_errors():

@@ -11,9 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipkit.eval import (classification_metrics, embed_images, embed_texts, format_table, linear,
-                         read_results, record_row, result_record, write_results, zeroshot,
-                         zeroshot_classifier)
+from lipkit.eval import (
+    classification_metrics,
+    embed_images,
+    embed_texts,
+    format_table,
+    linear,
+    read_results,
+    record_row,
+    result_record,
+    write_results,
+    zeroshot,
+    zeroshot_classifier,
+)
 
 
 # ----------------------------------------------------------------------------- fakes

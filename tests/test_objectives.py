@@ -11,7 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from lipkit.config import ConfigError, ObjectiveConfig
-from lipkit.objectives import HEAD_CLIP, HEAD_PROTOTYPES, available_objectives, build_objective
+from lipkit.objectives import (
+    HEAD_CLIP,
+    HEAD_PROTOTYPES,
+    available_objectives,
+    build_objective,
+)
 from lipkit.objectives.clip import ClipObjective
 from lipkit.objectives.composite import WeightedSum
 from lipkit.objectives.nclip import NClipObjective, sinkhorn

@@ -9,13 +9,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lipkit.config import ConfigError, RunConfig, load_config, save_config
+from lipkit.errors import LipkitError
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LipkitError, RuntimeError):
     """A run directory that cannot be loaded, stated in one line."""
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +10,12 @@ from typing import Any, Literal
 
 import yaml
 
+from lipkit.errors import LipkitError
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
-class ConfigError(ValueError):
+class ConfigError(LipkitError, ValueError):
     """A configuration problem, stated in one line that names the key."""
 
 

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer as _HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+
+from lipkit.config import TextConfig
+from lipkit.errors import LipkitError
 
 PAD, SOS, EOS = "<pad>", "<sos>", "<eos>"
 SPECIALS = [PAD, SOS, EOS]  # trained in this order, so <pad> is id 0
@@ -20,7 +30,7 @@ FILENAME = "tokenizer.json"
 MIN_VOCAB = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIALS)  # 256 bytes + specials
 
 
-class TokenizerError(ValueError):
+class TokenizerError(LipkitError, ValueError):
     """A tokenizer file is missing or is not one this class wrote."""
 
 
@@ -128,3 +138,8 @@ class Tokenizer:
     @property
     def eos_id(self) -> int:
         return self._eos
+
+
+def build_tokenizer(text_cfg: TextConfig, captions: Iterable[str]) -> Tokenizer:
+    """The tokenizer a run's text tower reads: BPE trained on the run's training captions."""
+    return Tokenizer.train(captions, text_cfg.vocab_size, text_cfg.context_length)

@@ -4,7 +4,12 @@ from __future__ import annotations
 from ..config import ConfigError, DataConfig
 from .cache import DataSourceError, cache_dir
 from .captions import check_templates
-from .fashion_mnist import FashionMNISTPairs, Prompts, fashion_mnist_prompts, load_fashion_mnist
+from .fashion_mnist import (
+    FashionMNISTPairs,
+    Prompts,
+    fashion_mnist_prompts,
+    load_fashion_mnist,
+)
 
 __all__ = [
     "DataSourceError",

@@ -6,8 +6,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lipkit.errors import LipkitError
 
-class DataSourceError(RuntimeError):
+
+class DataSourceError(LipkitError, RuntimeError):
     """A data source could not be found, fetched or read; the message says how to fix it."""
 
 

@@ -119,7 +119,7 @@ def fashion_mnist_prompts(path: str | Path | None = None) -> Prompts:
 
 
 class FashionMNISTPairs(Dataset):
-    """(image FloatTensor[1, 28, 28], caption str, label int) triples.
+    """Items `{"image": FloatTensor[1, 28, 28], "caption": str, "label": int, "index": int}`.
 
     The caption is a template with its '{}' replaced by the class name, the template picked by hashing
     (seed, epoch, index): reproducible, and fresh each epoch after `set_epoch(e)`. With DataLoader
@@ -158,11 +158,16 @@ class FashionMNISTPairs(Dataset):
         t = self.templates[template_index(self.seed, self.epoch, index, len(self.templates))]
         return fill(t, self.class_names[label])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, int]:
+    def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index %= len(self)
-        return normalize(self._images[index]), self.caption(index), int(self._labels[index])
+        return {
+            "image": normalize(self._images[index]),
+            "caption": self.caption(index),
+            "label": int(self._labels[index]),
+            "index": index,
+        }
 
     @property
     def labels(self) -> torch.Tensor:

@@ -9,7 +9,13 @@ from . import linear, zeroshot
 from .features import embed_images, embed_texts, eval_mode
 from .linear import evaluate as evaluate_linear_probe
 from .linear import evaluate_model as evaluate_linear_probe_model
-from .results import format_table, read_results, record_row, result_record, write_results
+from .results import (
+    format_table,
+    read_results,
+    record_row,
+    result_record,
+    write_results,
+)
 from .zeroshot import classification_metrics, zeroshot_classifier
 from .zeroshot import evaluate as evaluate_zeroshot
 

@@ -11,8 +11,7 @@ from torch import nn
 
 from lipkit.config import ModelConfig
 from lipkit.models.heads import PrototypeHead
-from lipkit.models.text import TextTransformer
-from lipkit.models.vision import VisionTransformer
+from lipkit.models.towers import build_text_tower, build_vision_tower
 
 HEADS = ("clip", "prototypes")
 
@@ -26,8 +25,8 @@ class LIPModel(nn.Module):
             raise ValueError(f"model.heads: unknown head(s) {sorted(unknown)}; allowed: {', '.join(HEADS)}")
         self.cfg = cfg
         self.heads = frozenset(heads)
-        self.vision = VisionTransformer(cfg.vision)
-        self.text = TextTransformer(cfg.text)
+        self.vision = build_vision_tower(cfg.vision)
+        self.text = build_text_tower(cfg.text)
         if "clip" in heads:
             self.image_projection = nn.Linear(self.vision.width, cfg.embed_dim, bias=False)
             self.text_projection = nn.Linear(self.text.width, cfg.embed_dim, bias=False)

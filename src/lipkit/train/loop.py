@@ -14,17 +14,25 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from lipkit import distributed
-from lipkit.checkpoint import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, atomic_write, save_model, save_run_config
+from lipkit.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    atomic_write,
+    save_model,
+    save_run_config,
+)
 from lipkit.config import RunConfig
 from lipkit.data import build_train_dataset
+from lipkit.errors import LipkitError
 from lipkit.models import LIPModel
 from lipkit.objectives import build_objective
-from lipkit.tokenizer import Tokenizer
+from lipkit.tokenizer import Tokenizer, build_tokenizer
 from lipkit.train.metrics_log import MetricsLog
 from lipkit.train.optim import build_optimizer, build_scheduler
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(LipkitError, RuntimeError):
     """The loss became NaN or infinite; names the step and every term."""
 
 
@@ -61,7 +69,7 @@ def _infinite_batches(loader: DataLoader, sampler):
         epoch += 1
 
 
-class RunDirError(RuntimeError):
+class RunDirError(LipkitError, RuntimeError):
     """The run directory already holds a run that training would overwrite."""
 
 
@@ -87,7 +95,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False) -> Train
 
     # ---- data and tokenizer
     dataset = build_train_dataset(cfg.data, seed=cfg.train.seed)
-    tokenizer = Tokenizer.train(dataset.possible_captions(), cfg.model.text.vocab_size, cfg.model.text.context_length)
+    tokenizer = build_tokenizer(cfg.model.text, dataset.possible_captions())
     cfg.model.text.vocab_size = tokenizer.vocab_size
 
     # ---- objective and model (the model builds only the heads the objective reads)
@@ -142,9 +150,9 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False) -> Train
     loss_value = math.nan
     for step in range(cfg.train.steps):
         t0 = time.perf_counter()
-        images, captions, _labels = next(batches)
-        tokens = tokenizer(list(captions))
-        images = images.to(device, non_blocking=True)
+        batch = next(batches)
+        tokens = tokenizer(list(batch["caption"]))
+        images = batch["image"].to(device, non_blocking=True)
         tokens = tokens.to(device, non_blocking=True)
         data_wait += time.perf_counter() - t0
 

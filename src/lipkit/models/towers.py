@@ -1,0 +1,28 @@
+"""Towers by config name. A tower is an nn.Module with `width` (its pooled feature size) whose
+forward maps images [B, C, H, W] (or token ids [B, L]) to pooled features [B, width]."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from lipkit.config import ConfigError, TextConfig, VisionConfig
+from lipkit.models.text import TextTransformer
+from lipkit.models.vision import VisionTransformer
+
+VISION_TOWERS: dict[str, Callable[[VisionConfig], nn.Module]] = {"vit": VisionTransformer}
+TEXT_TOWERS: dict[str, Callable[[TextConfig], nn.Module]] = {"transformer": TextTransformer}
+
+
+def _build(registry: dict, cfg, key: str) -> nn.Module:
+    if cfg.name not in registry:
+        raise ConfigError(f"{key}: unknown tower '{cfg.name}'; available: {', '.join(sorted(registry))}")
+    return registry[cfg.name](cfg)
+
+
+def build_vision_tower(cfg: VisionConfig) -> nn.Module:
+    return _build(VISION_TOWERS, cfg, "model.vision.name")
+
+
+def build_text_tower(cfg: TextConfig) -> nn.Module:
+    return _build(TEXT_TOWERS, cfg, "model.text.name")
