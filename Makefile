@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipkit-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install bench clean
 
 install: $(STAMP)
 
@@ -24,5 +24,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The peer trainer for benchmarks lives in its own environment: transformers and timm import
+# torchvision whenever it is installed, and the only torchvision for torch 2.13.0 is a CUDA build.
+PEER := .venv-peer
+PEER_STAMP := $(PEER)/.lipkit-peer-installed
+
+$(PEER_STAMP): pyproject.toml constraints.txt
+	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install --quiet -c constraints.txt -e . "open_clip_torch==3.3.0" "torchvision==0.28.0" timm
+	@$(PEER)/bin/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v == '2.13.0+cpu' else f'error: expected torch 2.13.0+cpu, got {v}')"
+	touch $@
+
+bench: $(STAMP) $(PEER_STAMP)
+	$(VENV)/bin/lipkit bench tiny
+	$(VENV)/bin/lipkit bench vit-b-32 --rounds 5
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(PEER) runs .pytest_cache
