@@ -114,3 +114,31 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(CheckpointError, match="cannot read weights"):
         load_state_into(LIPModel(tiny_cfg()), tmp_path / "model.safetensors")
+
+
+def test_patch_dropout_keeps_cls_and_a_random_subset_of_patches_in_training_only():
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.patch_dropout = 16, 4, 0.5  # 16 patches -> keep 8
+    model = LIPModel(cfg)
+    seen = []
+    model.vision.transformer.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    images = torch.randn(2, 1, 16, 16)
+    model.eval()
+    model.encode_image(images)
+    model.train()
+    model.encode_image(images)
+    full, dropped = seen
+    assert full.shape == (2, 17, 16) and dropped.shape == (2, 9, 16)
+    for b in range(2):
+        assert torch.allclose(dropped[b, 0], full[b, 0])  # the cls token, always first
+        kept = [int((full[b, 1:] - row).abs().sum(1).argmin()) for row in dropped[b, 1:]]
+        assert torch.allclose(dropped[b, 1:], full[b, 1:][kept], atol=1e-6)  # rows of the full set
+        assert len(set(kept)) == 8  # without repeats
+
+
+def test_patch_dropout_out_of_range_is_refused():
+    cfg = tiny_cfg()
+    cfg.vision.patch_dropout = 1.0
+    with pytest.raises(ValueError, match="patch_dropout must be in"):
+        LIPModel(cfg)

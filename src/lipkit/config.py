@@ -22,7 +22,10 @@ class ConfigError(LipkitError, ValueError):
 # --------------------------------------------------------------------------- model
 @dataclass
 class VisionConfig:
-    name: Literal["vit"] = "vit"
+    # vit: trained from scratch; efficientnet_lite0: ImageNet CNN (224 px, 3 channels, 1280-d
+    # features; the ViT fields below do not apply to it)
+    name: Literal["vit", "efficientnet_lite0"] = "vit"
+    pretrained: bool = False  # load the tower's packaged weights (efficientnet_lite0)
     image_size: int = 28
     patch_size: int = 4
     channels: int = 1
@@ -31,11 +34,18 @@ class VisionConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    # FLIP: fraction of patch tokens dropped at random in training (the cls token is always kept);
+    # the tower's compute falls about in proportion. 0 disables; evaluation always sees all patches.
+    patch_dropout: float = 0.0
 
 
 @dataclass
 class TextConfig:
-    name: Literal["transformer"] = "transformer"
+    # transformer: trained from scratch with a BPE tokenizer trained on the captions; minilm:
+    # all-MiniLM-L6-v2 (384-d, mean-pooled) with its own WordPiece tokenizer (only
+    # context_length applies to it)
+    name: Literal["transformer", "minilm"] = "transformer"
+    pretrained: bool = False  # load the tower's packaged weights (minilm)
     vocab_size: int = 1000  # BPE target size; the run records the trained tokenizer's real size
     context_length: int = 32
     width: int = 128
@@ -62,6 +72,11 @@ class ModelConfig:
     init_logit_scale: float = 1 / 0.07
     max_logit_scale: float = 100.0
     prototypes: PrototypeHeadConfig = field(default_factory=PrototypeHeadConfig)
+    # LiT: freeze a tower (weights and norm statistics) except its last N blocks.
+    lock_image: bool = False
+    lock_image_unlocked_blocks: int = 0
+    lock_text: bool = False
+    lock_text_unlocked_blocks: int = 0
     # Which heads to build: "clip" (linear projections) and/or "prototypes" (nCLIP heads).
     # Empty means "what the objective needs"; the trainer fills it in and the run records it.
     heads: list[str] = field(default_factory=list)
@@ -101,18 +116,60 @@ class ClipRegObjectiveConfig:
 
 
 @dataclass
+class SigLipObjectiveConfig:
+    init_scale: float = 10.0  # t, stored as log t (as in the SigLIP paper)
+    init_bias: float = -10.0  # b
+    learnable: bool = True  # false keeps t and b fixed at their initial values
+    chunk_size: int = 1024  # local rows scored per chunk (recomputed in backward); 0 = all at once
+
+
+@dataclass
+class CyClipObjectiveConfig:
+    lambda_inmodal: float = 0.25  # lambda_1 on (S_II - S_TT)^2
+    lambda_crossmodal: float = 0.25  # lambda_2 on (S_IT - S_TI)^2
+    # mean: over the N^2 entries (OBJECTIVES.md 5); batch_sum: that mean times N, as CyCLIP's code
+    reduction: Literal["mean", "batch_sum"] = "mean"
+
+
+@dataclass
+class SquareObjectiveConfig:
+    negative_weight: float = 1.0  # weight of mean_{i!=j} s_ij^2 against mean_i (s_ii - 1)^2
+
+
+@dataclass
 class ObjectiveConfig:
     name: str = "clip"
     clip: ClipObjectiveConfig = field(default_factory=ClipObjectiveConfig)
     nclip: NClipObjectiveConfig = field(default_factory=NClipObjectiveConfig)
     xclip: XClipObjectiveConfig = field(default_factory=XClipObjectiveConfig)
     clip_reg: ClipRegObjectiveConfig = field(default_factory=ClipRegObjectiveConfig)
+    siglip: SigLipObjectiveConfig = field(default_factory=SigLipObjectiveConfig)
+    cyclip: CyClipObjectiveConfig = field(default_factory=CyClipObjectiveConfig)
+    square: SquareObjectiveConfig = field(default_factory=SquareObjectiveConfig)
 
 
 # --------------------------------------------------------------------------- data
 @dataclass
+class SourceConfig:
+    """One source of image-caption pairs (README "Your own data")."""
+
+    # a built-in name (fashion-mnist, digits, tuxpaint, openclipart), a folder of images with
+    # .txt captions, a .csv/.tsv/.jsonl file, or a WebDataset shard pattern (x-{000..009}.tar)
+    path: str = ""
+    format: Literal["auto", "builtin", "folder", "csv", "tsv", "jsonl", "webdataset"] = "auto"
+    weight: float = 1.0  # share of the mixed stream: weight / sum of weights
+    split: str = ""  # built-in sources: tuxpaint all|train|holdout (train = all but the 200-item hold-out)
+    image_column: str = "image"  # CSV/TSV column or JSONL key holding the image path
+    caption_column: str = "caption"  # ... the caption (JSONL and WebDataset .json: a string or a list)
+    label_column: str = ""  # ... an integer label (optional)
+    limit: int = 0  # use only the first N pairs (0 = all; map-style sources)
+
+
+@dataclass
 class DataConfig:
-    source: Literal["fashion-mnist"] = "fashion-mnist"
+    # One source (see SourceConfig.path), or several in `sources`, which then replaces `source`.
+    source: str = "fashion-mnist"
+    sources: list[SourceConfig] = field(default_factory=list)
     # Training captions are drawn from these templates; evaluation uses a disjoint set.
     caption_templates: list[str] = field(
         default_factory=lambda: [
@@ -126,6 +183,16 @@ class DataConfig:
     )
     train_limit: int = 0  # use only the first N training images (0 = all)
     num_workers: int = 0
+    # images of pair sources: resize + crop to model.vision.image_size, then (x - mean) / std
+    image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    crop: Literal["center", "random"] = "center"  # random: random resized crop for training
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # area share of a random crop
+    hflip: bool = False  # random horizontal flips in training
+    max_bad_fraction: float = 0.01  # stop when more of the samples are unusable (each is logged once)
+    max_image_pixels: int = 64_000_000  # larger images are refused before decoding
+    shuffle_buffer: int = 1000  # WebDataset sample shuffle buffer (per worker)
+    cache_features: bool = True  # both towers fully locked: compute tower features once, train heads on them
 
 
 # --------------------------------------------------------------------------- train
@@ -146,12 +213,38 @@ class TrainConfig:
     log_every_steps: int = 10
     save_every_steps: int = 0  # 0 saves only at the end
     progress: bool = True
+    # ---- training at scale (README "Training at scale")
+    accum_steps: int = 1  # micro-batches per optimizer step; the objective still sees the whole batch
+    save_every_minutes: float = 0.0  # also checkpoint every N minutes (0 = off)
+    keep_checkpoints: int = 3  # checkpoint directories kept under RUN/checkpoints
+    max_bad_steps: int = 5  # non-finite losses in a row that are skipped before the run stops
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun; fsdp shards every block (FSDP2)
+    channels_last: bool = True  # images and conv weights channels-last on CUDA
+    tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
+    data_wait_warn_share: float = 0.2  # warn when waiting for data exceeds this share of step time
 
 
 @dataclass
 class EvalConfig:
-    linear_train_limit: int = 10000  # training images used to fit the linear probe
+    linear_train_limit: int = 10000  # training images for the linear probe and the kNN bank
     batch_size: int = 1000
+    # `lipkit eval` (src/lipkit/eval/tasks.py): which data the tasks use and their settings
+    dataset: Literal["fashion-mnist", "tuxpaint"] = "fashion-mnist"
+    test_limit: int = 0  # use only the first N test images (0 = all)
+    prompts_path: str = ""  # JSON with "class_names" and "templates" ("" = the dataset's own)
+    features: Literal["pre", "post"] = "pre"  # linear/kNN on pooled tower features or embeddings
+    few_shot_k: int = 0  # linear probe on k training samples per class (0 = all)
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    retrieval_limit: int = 1000  # images in the retrieval gallery (0 = all test images)
+    retrieval_captions_per_image: int = 0  # Fashion-MNIST prompts per image (0 = every template)
+    ood_limit: int = 1000  # test images corrupted per (corruption, severity)
+    ood_corruptions: list[str] = field(default_factory=lambda: ["gaussian_noise", "motion_blur", "fog", "contrast"])
+    ood_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    wordsim_path: str = ""  # word<TAB>word<TAB>score file ("" = WordSim-353 from the gensim wheel)
+    chunk_size: int = 1024  # queries (and gallery items) per chunk in retrieval and kNN
 
 
 @dataclass

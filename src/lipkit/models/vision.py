@@ -11,6 +11,8 @@ from lipkit.models.transformer import Transformer, init_transformer_
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
+        if not 0 <= cfg.patch_dropout < 1:
+            raise ValueError(f"model.vision.patch_dropout must be in [0, 1), got {cfg.patch_dropout}")
         if cfg.image_size % cfg.patch_size:
             raise ValueError(
                 f"model.vision.image_size {cfg.image_size} is not divisible by patch_size {cfg.patch_size}"
@@ -32,7 +34,15 @@ class VisionTransformer(nn.Module):
         c, s = self.cfg.channels, self.cfg.image_size
         if images.ndim != 4 or images.shape[1:] != (c, s, s):
             raise ValueError(f"image tower expects images of shape [B, {c}, {s}, {s}], got {list(images.shape)}")
-        x = self.patchify(images).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        x = self.transformer(self.norm_pre(x))
+        x = self.patchify(images).flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]
+        if self.training and self.cfg.patch_dropout > 0:
+            x = self._drop_patches(x)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        x = self.transformer(self.norm_pre(torch.cat([cls, x], dim=1)))
         return self.norm_post(x[:, 0])
+
+    def _drop_patches(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, w = x.shape
+        keep = max(1, round(n * (1 - self.cfg.patch_dropout)))
+        kept = torch.rand(b, n, device=x.device).argsort(dim=1)[:, :keep]
+        return x.gather(1, kept.unsqueeze(-1).expand(-1, -1, w))
