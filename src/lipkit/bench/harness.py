@@ -8,7 +8,7 @@ import sys
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from lipkit.bench.steps import Stepper
 
@@ -30,9 +30,28 @@ def time_alternating(steppers: list[Stepper], warmup: int, rounds: int, progress
     return times
 
 
+def _cpu_flash_attention(query, key, value, *args, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_flash_attention_backward(grad_out, query, key, value, *args, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's counter knows the CUDA attention kernels but not the CPU flash kernel both trainers use.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward,
+}
+
+
+def counting_flops() -> FlopCounterMode:
+    return FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
+
+
 def flops_per_step(stepper: Stepper) -> int:
     """FLOPs of one full training step (forward and backward matmuls/convs/attention)."""
-    counter = FlopCounterMode(display=False)
+    counter = counting_flops()
     with counter:
         stepper.step()
     return counter.get_total_flops()

@@ -1,7 +1,13 @@
-"""lipkit bench tiny|vit-b-32 [--rounds N] [--out FILE]: lipkit vs open_clip in one process.
+"""lipkit bench WHAT: speed and memory.
 
-open_clip lives in its own environment (.venv-peer, made by `make bench`): when it is not
-importable here, the command re-runs itself with .venv-peer's Python."""
+  tiny | vit-b-32    lipkit vs open_clip training steps on the same architecture, alternating
+  xclip-ratio        xCLIP step time / CLIP step time (tiny)
+  data-share         share of a fashion-tiny step spent waiting for data
+  eval-throughput    encode_image / encode_text per second (with open_clip when available)
+  max-batch          largest batch within --memory-gib for --config, and accumulation steps
+
+open_clip lives in its own environment (.venv-peer, made by `make bench`): the comparisons that
+need it re-run themselves with .venv-peer's Python when open_clip is not importable here."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +18,8 @@ from pathlib import Path
 
 from lipkit.errors import UsageError
 
-ARCH_NAMES = ("tiny", "vit-b-32")
+COMPARE = ("tiny", "vit-b-32")
+WHAT = (*COMPARE, "xclip-ratio", "data-share", "eval-throughput", "max-batch")
 PEER_PYTHON = Path(".venv-peer/bin/python")
 
 
@@ -26,34 +33,69 @@ def _open_clip_available() -> bool:
         return False
 
 
+def _reexec_in_peer_env() -> None:
+    if not PEER_PYTHON.exists() or os.environ.get("LIPKIT_BENCH_REEXEC"):
+        raise UsageError("open_clip is not importable and .venv-peer is missing: run `make bench` first")
+    os.environ["LIPKIT_BENCH_REEXEC"] = "1"
+    os.execv(str(PEER_PYTHON), [str(PEER_PYTHON), "-m", "lipkit", *sys.argv[1:]])
+
+
+def _print_dict(result: dict) -> None:
+    for k, v in result.items():
+        print(f"  {k:24s} {v:.4g}" if isinstance(v, float) else f"  {k:24s} {v}")
+
+
 def run(args: argparse.Namespace) -> int:
-    if not _open_clip_available():
-        if not PEER_PYTHON.exists() or os.environ.get("LIPKIT_BENCH_REEXEC"):
-            raise UsageError("open_clip is not importable and .venv-peer is missing: run `make bench` first")
-        os.environ["LIPKIT_BENCH_REEXEC"] = "1"
-        os.execv(str(PEER_PYTHON), [str(PEER_PYTHON), "-m", "lipkit", *sys.argv[1:]])
+    needs_peer = args.what in COMPARE or (args.what == "eval-throughput" and PEER_PYTHON.exists())
+    if needs_peer and not _open_clip_available():
+        _reexec_in_peer_env()
 
-    from tqdm import tqdm
+    if args.what in COMPARE:
+        from tqdm import tqdm
 
-    from lipkit.bench.compare import compare
+        from lipkit.bench.compare import compare
 
-    bar = tqdm(total=args.rounds, desc=f"bench {args.arch}", unit="round")
-    result = compare(args.arch, rounds=args.rounds, warmup=args.warmup, threads=args.threads,
-                     full_captions=args.full_captions, progress=lambda done, total: bar.update(1))
-    bar.close()
-    print("\n".join(result.lines()))
+        bar = tqdm(total=args.rounds, desc=f"bench {args.what}", unit="round")
+        result = compare(args.what, rounds=args.rounds, warmup=args.warmup, threads=args.threads,
+                         full_captions=args.full_captions, progress=lambda done, total: bar.update(1))
+        bar.close()
+        print("\n".join(result.lines()))
+        out = result.to_dict()
+    elif args.what == "max-batch":
+        from lipkit.bench.max_batch import plan
+
+        if not args.config or not args.memory_gib:
+            raise UsageError("max-batch needs --config and --memory-gib")
+        result = plan(args.config, args.memory_gib, args.target_batch, args.set or [])
+        print("\n".join(result.lines()))
+        out = vars(result)
+    else:
+        from lipkit.bench import lipkit_only
+
+        if args.what == "xclip-ratio":
+            out = lipkit_only.xclip_step_ratio(rounds=args.rounds, warmup=args.warmup, threads=args.threads)
+        elif args.what == "data-share":
+            out = lipkit_only.data_wait_share(threads=args.threads)
+        else:
+            out = lipkit_only.embedding_throughput(threads=args.threads, with_peer=_open_clip_available())
+        print(args.what)
+        _print_dict(out)
     if args.out:
-        Path(args.out).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="training throughput and memory against open_clip on the same architecture")
-    p.add_argument("arch", choices=ARCH_NAMES)
+    p = sub.add_parser("bench", help="speed and memory benchmarks (against open_clip where it applies)")
+    p.add_argument("what", choices=WHAT)
     p.add_argument("--rounds", type=int, default=10, help="timed steps per trainer (alternating)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--full-captions", action="store_true",
                    help="captions fill the whole context (default: 10-20 tokens, like CC3M)")
+    p.add_argument("--config", help="max-batch: preset or YAML file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="max-batch: config overrides")
+    p.add_argument("--memory-gib", type=float, help="max-batch: memory budget")
+    p.add_argument("--target-batch", type=int, default=0, help="max-batch: effective batch to reach by accumulation")
     p.add_argument("--out", help="write the result as JSON")
     p.set_defaults(func=run)
