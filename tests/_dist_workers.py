@@ -46,11 +46,21 @@ CASES["clip_reg/unscaled-sum"] = {
     "clip_reg": {"pairs": "both", "scale_by_logit_scale": False, "lam": 2.0},
     "clip": {"direction_reduction": "sum"},
 }
+# Baselines (OBJECTIVES.md §5). SigLIP's t and b start where the loss is not saturated so their
+# gradients are large; chunk_size 3 leaves a short last chunk at every world size.
+CASES["siglip/chunked"] = {"siglip": {"init_scale": 4.0, "init_bias": -1.5, "chunk_size": 3}}
+CASES["siglip/unchunked"] = {"siglip": {"chunk_size": 0}}
+CASES["siglip/fixed"] = {"siglip": {"learnable": False, "init_scale": 2.0, "init_bias": 0.5}}
+CASES["cyclip/mean"] = {"cyclip": {"lambda_inmodal": 0.7, "lambda_crossmodal": 1.3}}
+CASES["cyclip/batch_sum"] = {"cyclip": {"reduction": "batch_sum"}, "clip": {"direction_reduction": "sum"}}
+CASES["square"] = {"square": {"negative_weight": 0.5}}
 
 # Deliberately wrong variants: the parity check must reject them, or it proves nothing.
 BROKEN_CASES = {
     "broken/clip-gather-without-grad": ("clip/mean", "lipkit.objectives.clip.all_gather_with_grad"),
     "broken/nclip-local-mean-prediction": ("nclip/memax", "lipkit.objectives.nclip.all_reduce_mean"),
+    "broken/siglip-gather-without-grad": ("siglip/chunked", "lipkit.objectives.siglip.all_gather_with_grad"),
+    "broken/square-gather-without-grad": ("square", "lipkit.objectives.square.all_gather_with_grad"),
 }
 
 
@@ -84,13 +94,15 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run_case(case: str, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Loss terms (mean over ranks), every parameter's gradient (DDP-averaged when distributed)
-    and the objective's buffers, for STEPS forward/backward passes without an optimizer step."""
-    objective = build_objective(objective_config(case)).train()
+    """Loss terms (mean over ranks), every parameter's gradient (DDP-averaged when distributed; the
+    objective's own parameters, outside DDP, averaged here) and the objective's buffers, for STEPS
+    forward/backward passes without an optimizer step."""
+    objective = build_objective(objective_config(case)).train().double()
     model = tiny_model(objective.required_heads)
     if world_size() > 1:
-        # A prototypes-only model still owns the (then unused) logit scale.
-        model_uses_all = HEAD_CLIP in objective.required_heads
+        # A prototypes-only model still owns the (then unused) logit scale; so does a model
+        # trained by an objective that ignores it (SigLIP, square loss).
+        model_uses_all = HEAD_CLIP in objective.required_heads and getattr(objective, "uses_logit_scale", True)
         net = DistributedDataParallel(model, find_unused_parameters=not model_uses_all)
     else:
         net = model
@@ -103,6 +115,10 @@ def run_case(case: str, images: torch.Tensor, tokens: torch.Tensor) -> dict[str,
             out[f"step{step}/{key}"] = all_reduce_sum_nograd(value.detach().double()) / world_size()
         for name, p in model.named_parameters():
             out[f"step{step}/grad/{name}"] = torch.zeros_like(p) if p.grad is None else p.grad.clone()
+        for name, p in objective.named_parameters():
+            grad = torch.zeros_like(p) if p.grad is None else p.grad
+            out[f"step{step}/grad/objective.{name}"] = all_reduce_sum_nograd(grad.clone()) / world_size()
+            p.grad = None
     for name, b in objective.named_buffers():
         out[f"buffer/{name}"] = b.clone()
     return out

@@ -48,6 +48,8 @@ def test_matches_single_process_full_batch(case, reference, distributed):
     assert any(v.abs().sum() > 0 for k, v in expected.items() if "/grad/" in k)
     if "center" in case:
         assert {"buffer/center_image", "buffer/center_text"} <= keys
+    if case in ("siglip/chunked", "siglip/unchunked"):  # SigLIP's own t and b are checked too
+        assert all(expected[f"step0/grad/objective.{p}"].abs() > 0 for p in ("log_scale", "bias"))
     failures = []
     for rank, results in enumerate(distributed):
         failures += [f"rank {rank}: {m}" for m in _mismatches(expected, results[case])]

@@ -91,9 +91,11 @@ def embed_images(model, images: torch.Tensor, batch_size: int, normalize: bool =
 
 
 def embed_texts(model, tokenize: Callable[[list[str]], torch.Tensor], texts: Sequence[str],
-                batch_size: int, normalize: bool = True, *,
+                batch_size: int, normalize: bool = True, *, feature_fn: FeatureFn | None = None,
                 device: torch.device | str | None = None) -> torch.Tensor:
-    """Tokenize and embed `texts` -> [len(texts), D], `batch_size` texts at a time."""
+    """Tokenize and embed `texts` -> [len(texts), D], `batch_size` texts at a time.
+
+    `feature_fn` (tokens -> features) replaces `model.encode_text`, as in `embed_images`."""
     _check_batch_size(batch_size)
     texts = list(texts)
     if not texts:
@@ -101,7 +103,10 @@ def embed_texts(model, tokenize: Callable[[list[str]], torch.Tensor], texts: Seq
     device = torch.device(device) if device is not None else model_device(model)
 
     def encode(chunk):
-        return model.encode_text(_to(tokenize(chunk), device), normalize=normalize)
+        tokens = _to(tokenize(chunk), device)
+        if feature_fn is not None:
+            return feature_fn(tokens)
+        return model.encode_text(tokens, normalize=normalize)
 
     with eval_mode(model):
         return _run_batches(encode, texts, batch_size, normalize)

@@ -1,13 +1,16 @@
 """Linear probe: multinomial logistic regression on frozen features.
 
 Features are standardised (statistics of the training set), the inverse regularisation strength
-C is chosen on a stratified validation split of the training set over a log grid, and the model
-is refitted on all training data with that C before scoring the test set.
+C (1 / weight decay) is chosen on a stratified validation split of the training set over a log
+grid, and the model is refitted on all training data with that C before scoring the test set.
+`fit` returns the probe itself, so one fit can score several test sets (the OOD task does).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from .features import FeatureFn, embed_images
-from .zeroshot import classification_metrics
+from .metrics import classification_metrics
 
 DEFAULT_C_GRID = tuple(np.logspace(-3, 2, 6).tolist())  # 1e-3, 1e-2, ..., 1e2
 
@@ -45,13 +48,14 @@ def _labels(y, n: int, name: str) -> np.ndarray:
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (fit, val): about `val_fraction` of each class goes to val, and every class keeps
-    at least one sample for fitting."""
+    """Indices (fit, val): about `val_fraction` of each class (at least one) goes to val, and every
+    class keeps at least one sample for fitting."""
     rng = np.random.default_rng(seed)
     fit, val = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val = min(int(round(len(idx) * val_fraction)), len(idx) - 1)
+        # at least one validation sample per class that has two (few-shot k = 2 still validates)
+        n_val = min(max(int(round(len(idx) * val_fraction)), 1), len(idx) - 1)
         val.append(idx[:n_val])
         fit.append(idx[n_val:])
     return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
@@ -98,10 +102,78 @@ def select_C(x: np.ndarray, y: np.ndarray, C_grid: Sequence[float], val_fraction
     return float(best_C)
 
 
+def few_shot_indices(labels, k: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `k` randomly chosen samples of each class (all of a class with fewer)."""
+    labels = np.asarray(labels)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"few-shot k must be a positive integer, got {k!r}")
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c in np.unique(labels)]
+    return np.sort(np.concatenate(picked))
+
+
+@dataclass
+class LinearProbe:
+    """A fitted probe: standardisation + logistic regression, and the C it was fitted with."""
+    pipeline: object
+    best_C: float
+    num_classes: int
+    dim: int
+
+    def scores(self, features) -> torch.Tensor:
+        """Logits [N, num_classes]; classes never seen in training score -inf."""
+        x = _features(features, "features")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"the probe was fitted on {self.dim}-dimensional features, "
+                             f"got {x.shape[1]}")
+        return _scores(self.pipeline, x, self.num_classes)
+
+    def evaluate(self, features, labels, topk: Sequence[int] = (1, 5)) -> dict[str, float]:
+        """{"acc{k}", "mean_per_class_recall"} of the probe on (features, labels)."""
+        x = _features(features, "features")
+        y = _labels(labels, x.shape[0], "labels")
+        scores = self.scores(x)
+        num_classes = max(self.num_classes, int(y.max()) + 1)
+        if num_classes > scores.shape[1]:  # a class the probe never saw: never predicted
+            pad = torch.full((scores.shape[0], num_classes - scores.shape[1]), -math.inf,
+                             dtype=scores.dtype)
+            scores = torch.cat([scores, pad], dim=1)
+        return classification_metrics(scores, y, topk)
+
+
+def fit(train_features, train_labels, *, val_fraction: float = 0.2,
+        C_grid: Sequence[float] | None = None, seed: int = 0, max_iter: int = 1000,
+        few_shot_k: int = 0, threads: int | None = 1) -> LinearProbe:
+    """Choose C on a stratified validation split of the training set over `C_grid` (a log grid
+    of inverse weight decays by default), then refit on all of it. `few_shot_k` > 0 keeps only
+    k samples per class (chosen with `seed`) before anything else."""
+    x_train = _features(train_features, "train_features")
+    y_train = _labels(train_labels, x_train.shape[0], "train_labels")
+    if few_shot_k:
+        keep = few_shot_indices(y_train, few_shot_k, seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    if len(np.unique(y_train)) < 2:
+        raise ValueError("train_labels must contain at least 2 classes")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    C_grid = DEFAULT_C_GRID if C_grid is None else tuple(float(c) for c in C_grid)
+    if not C_grid or not all(np.isfinite(c) and c > 0 for c in C_grid):
+        raise ValueError(f"C_grid must be non-empty positive finite values, got {C_grid}")
+
+    # lbfgs often stops at max_iter on weakly regularised grid points; the validation score
+    # already judges those fits, so the warning only adds noise.
+    with threadpool_limits(limits=threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        best_C = C_grid[0] if len(C_grid) == 1 else select_C(
+            x_train, y_train, C_grid, val_fraction, seed, max_iter)
+        pipeline = _probe(best_C, max_iter, seed).fit(x_train, y_train)
+    return LinearProbe(pipeline, float(best_C), int(y_train.max()) + 1, x_train.shape[1])
+
+
 def evaluate(train_features, train_labels, test_features, test_labels, *,
              val_fraction: float = 0.2, C_grid: Sequence[float] | None = None, seed: int = 0,
-             max_iter: int = 1000, topk: Sequence[int] = (1, 5), threads: int | None = 1
-             ) -> dict[str, float]:
+             max_iter: int = 1000, topk: Sequence[int] = (1, 5), few_shot_k: int = 0,
+             threads: int | None = 1) -> dict[str, float]:
     """Linear-probe accuracy -> {"acc1", "acc5", "mean_per_class_recall", "best_C"}.
 
     Features are [N, D] arrays or tensors, labels [N] integer class indices. Metrics follow
@@ -118,26 +190,12 @@ def evaluate(train_features, train_labels, test_features, test_labels, *,
     if x_train.shape[1] != x_test.shape[1]:
         raise ValueError(f"train_features have {x_train.shape[1]} dimensions but test_features "
                          f"have {x_test.shape[1]}")
-    y_train = _labels(train_labels, x_train.shape[0], "train_labels")
+    _labels(train_labels, x_train.shape[0], "train_labels")
     y_test = _labels(test_labels, x_test.shape[0], "test_labels")
-    if len(np.unique(y_train)) < 2:
-        raise ValueError("train_labels must contain at least 2 classes")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    C_grid = DEFAULT_C_GRID if C_grid is None else tuple(float(c) for c in C_grid)
-    if not C_grid or not all(np.isfinite(c) and c > 0 for c in C_grid):
-        raise ValueError(f"C_grid must be non-empty positive finite values, got {C_grid}")
-
-    # lbfgs often stops at max_iter on weakly regularised grid points; the validation score
-    # already judges those fits, so the warning only adds noise.
-    with threadpool_limits(limits=threads), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        best_C = C_grid[0] if len(C_grid) == 1 else select_C(
-            x_train, y_train, C_grid, val_fraction, seed, max_iter)
-        probe = _probe(best_C, max_iter, seed).fit(x_train, y_train)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    metrics = classification_metrics(_scores(probe, x_test, num_classes), y_test, topk)
-    metrics["best_C"] = best_C
+    probe = fit(x_train, train_labels, val_fraction=val_fraction, C_grid=C_grid, seed=seed,
+                max_iter=max_iter, few_shot_k=few_shot_k, threads=threads)
+    metrics = probe.evaluate(x_test, y_test, topk)
+    metrics["best_C"] = probe.best_C
     return metrics
 
 

@@ -30,6 +30,6 @@ def build_objective(cfg: ObjectiveConfig) -> Objective:
 
 
 # Importing the modules registers them.
-from lipkit.objectives import clip, clip_reg, nclip, xclip  # noqa: E402,F401
+from lipkit.objectives import clip, clip_reg, cyclip, nclip, siglip, square, xclip  # noqa: E402,F401
 
 __all__ = ["HEAD_CLIP", "HEAD_PROTOTYPES", "Objective", "available_objectives", "build_objective", "register"]

@@ -1,0 +1,158 @@
+"""What the evaluation runner needs of a model, and how to get it from a spec.
+
+`EvalModel` bundles a model with `encode_image(images, normalize=)` / `encode_text(tokens,
+normalize=)`, its tokenize function and its image preprocessing (PIL image -> tensor), plus
+optional hooks: pre-projection tower features (for the linear / kNN "pre" option) and prototype
+logits (for the collapse task). Nothing here looks at model names: a lipkit model gets the hooks
+from the towers and heads it was built with; an open_clip model gets none.
+
+Specs: a lipkit run directory, or `open_clip:ARCH[:PRETRAINED]` (open_clip is imported only
+then; it is not installable beside lipkit's CPU torch here, so that path has a clear error).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lipkit.config import EvalConfig, RunConfig
+
+from .errors import EvalError
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+OPEN_CLIP_PREFIX = "open_clip:"
+
+
+@dataclass
+class EvalModel:
+    model: object
+    tokenize: Callable[[list[str]], torch.Tensor]
+    preprocess: Callable[[Image.Image], torch.Tensor]  # one PIL image -> [C, H, W]
+    name: str
+    pretrained: str
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig | None = None  # the training config of a lipkit run
+    run_dir: Path | None = None
+    image_features: FeatureFn | None = None  # pre-projection (pooled tower) features
+    text_features: FeatureFn | None = None
+    # Tower features -> what encode_image returns (unnormalised): lets the runner run the image
+    # tower once per image set for both the embeddings and the probe features.
+    image_head: FeatureFn | None = None
+    image_prototype_head: FeatureFn | None = None  # tower features -> prototype logits [B, K]
+    text_prototypes: FeatureFn | None = None  # tokens -> prototype logits [B, K]
+    num_prototypes: int = 0
+    prototype_temperature: float = 0.1
+    seed: int = 0
+    # A faster exact path for uint8 arrays (e.g. Fashion-MNIST for a model trained on it).
+    preprocess_array: Callable[[np.ndarray], torch.Tensor] | None = None
+
+    def images(self, images: Sequence[Image.Image] | np.ndarray) -> torch.Tensor:
+        """Model-ready batch from PIL images or a uint8 array [N, H, W] / [N, H, W, 3]."""
+        if isinstance(images, np.ndarray):
+            if self.preprocess_array is not None:
+                return self.preprocess_array(images)
+            images = [Image.fromarray(a) for a in images]
+        return torch.stack([self.preprocess(im) for im in images])
+
+
+def _lipkit_preprocess(cfg: RunConfig):
+    """(PIL preprocess, uint8-array fast path or None) for a lipkit run's image tower."""
+    from lipkit.data import fashion_mnist
+    from lipkit.data.transforms import ImageTransform
+
+    v = cfg.model.vision
+    if v.channels == 1:  # the grayscale towers are trained on Fashion-MNIST's normalisation
+        transform = ImageTransform(v.image_size, (fashion_mnist.MEAN,), (fashion_mnist.STD,))
+    else:  # the run's own evaluation transform (resize, centre crop, data.image_mean / image_std)
+        from lipkit.data.sources import transform_from_config
+
+        transform = transform_from_config(cfg.data, v, train=False)
+
+    def array_path(images: np.ndarray) -> torch.Tensor:
+        if images.ndim == 3 and images.shape[1:] == (v.image_size, v.image_size) and v.channels == 1:
+            return fashion_mnist.normalize(images)
+        return torch.stack([transform(Image.fromarray(a)) for a in images])
+
+    return transform, array_path
+
+
+def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalModel:
+    from lipkit.checkpoint import load_run
+    from lipkit.config import apply_overrides, from_dict, to_dict
+
+    run_dir = Path(run_dir)
+    model, tokenizer, cfg = load_run(run_dir)
+    if overrides:
+        bad = [o for o in overrides if not o.strip().startswith("eval.")]
+        if bad:
+            raise EvalError(f"--set {bad[0]}: lipkit eval only overrides eval.* settings")
+        cfg = from_dict(apply_overrides(to_dict(cfg), list(overrides)))
+    preprocess, array_path = _lipkit_preprocess(cfg)
+    # LIPModel.encode_image is projection(vision(x)), or the prototype head without CLIP heads
+    # (tests/test_eval_runner.py checks that these hooks reproduce it).
+    head = model.image_projection if "clip" in model.heads else model.image_prototypes
+    em = EvalModel(model, tokenizer, preprocess, name=run_dir.name, pretrained=str(run_dir),
+                   eval=cfg.eval, run=cfg, run_dir=run_dir, image_features=model.vision,
+                   text_features=model.text, image_head=head, seed=cfg.train.seed,
+                   preprocess_array=array_path)
+    if "prototypes" in model.heads:
+        em.image_prototype_head = model.image_prototypes
+        em.text_prototypes = lambda t: model.text_prototypes(model.text(t))
+        em.num_prototypes = cfg.model.prototypes.num_prototypes
+        em.prototype_temperature = cfg.objective.nclip.temperature
+    return em
+
+
+def from_open_clip(model, preprocess, tokenize, *, name: str, pretrained: str = "",
+                   eval_cfg: EvalConfig | None = None) -> EvalModel:
+    """Wrap an open_clip-style model: `preprocess` takes one PIL image (RGB), `tokenize` a list
+    of strings. Only `encode_image` / `encode_text` are used."""
+    for method in ("encode_image", "encode_text"):
+        if not callable(getattr(model, method, None)):
+            raise EvalError(f"{name}: the model has no {method}() method")
+
+    def rgb_preprocess(im: Image.Image) -> torch.Tensor:
+        return preprocess(im.convert("RGB"))
+
+    return EvalModel(model, tokenize, rgb_preprocess, name=name, pretrained=pretrained,
+                     eval=eval_cfg or EvalConfig())
+
+
+def load_open_clip(spec: str, eval_cfg: EvalConfig | None = None) -> EvalModel:
+    """`open_clip:ARCH[:PRETRAINED]` through open_clip's own factory (imported lazily)."""
+    rest = spec[len(OPEN_CLIP_PREFIX):]
+    arch, _, pretrained = rest.partition(":")
+    if not arch:
+        raise EvalError(f"{spec}: expected open_clip:ARCH or open_clip:ARCH:PRETRAINED")
+    try:
+        import open_clip
+    except Exception as e:  # ImportError, or torchvision failing inside open_clip's import
+        raise EvalError(f"{spec}: open_clip cannot be imported ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); install open_clip_torch "
+                        "and a torchvision matching torch in this environment") from None
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=pretrained or None)
+        tokenizer = open_clip.get_tokenizer(arch)
+    except RuntimeError as e:  # open_clip's message for an unknown architecture or weights tag
+        raise EvalError(f"{spec}: {str(e).splitlines()[0]}") from None
+    model.eval()
+    return from_open_clip(model, preprocess, tokenizer, name=arch, pretrained=pretrained,
+                          eval_cfg=eval_cfg)
+
+
+def load_model_spec(spec: str, overrides: Sequence[str] = ()) -> EvalModel:
+    """A run directory or `open_clip:ARCH[:PRETRAINED]`; `overrides` are `eval.key=value`."""
+    if spec.startswith(OPEN_CLIP_PREFIX):
+        from lipkit.config import RunConfig, apply_overrides, from_dict, to_dict
+
+        bad = [o for o in overrides if not o.strip().startswith("eval.")]
+        if bad:
+            raise EvalError(f"--set {bad[0]}: lipkit eval only overrides eval.* settings")
+        cfg = from_dict(apply_overrides(to_dict(RunConfig()), list(overrides)))
+        return load_open_clip(spec, cfg.eval)
+    return from_lipkit_run(spec, overrides)

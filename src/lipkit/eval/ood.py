@@ -1,0 +1,158 @@
+"""Out-of-distribution classification: zero-shot and linear-probe accuracy on shifted test sets,
+and the drop relative to the clean set.
+
+Shifts are any named test sets: ImageNet-C-style corruptions of the clean images (`corrupt`,
+from `imagecorruptions-imaug`: 19 corruptions x severities 1-5) or another domain (Tux Paint
+photos -> cartoons). The zero-shot classifier is built once and the linear probe is fitted once
+on clean training features (`linear.fit`); both then score every shifted set.
+
+Metrics, for each method m in (zeroshot, linear): `m_clean_acc1`, `m_<shift>_acc1` per shift,
+`m_shifted_acc1` (the mean over shifts), `m_drop` = clean - shifted (accuracy points lost) and
+`m_relative_drop` = drop / clean.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .errors import EvalError
+from .features import FeatureFn, embed_images
+from .linear import LinearProbe
+from .metrics import classification_metrics
+from .zeroshot import zeroshot_classifier
+
+Images = torch.Tensor
+ShiftedSet = tuple[Images, object]  # (model-ready images, labels)
+
+
+def _imagecorruptions():
+    try:
+        import imagecorruptions
+    except ImportError as e:  # the extra is not installed, or one of its libraries fails
+        raise EvalError("ood: corruptions come from the 'imagecorruptions-imaug' package, which "
+                        f"cannot be imported ({e}); install it with "
+                        "pip install -c constraints.txt 'lipkit[eval]'") from None
+    return imagecorruptions
+
+
+def corruption_names() -> list[str]:
+    """All 19 corruption names (15 ImageNet-C + 4 validation corruptions)."""
+    return _imagecorruptions().get_corruption_names("all")
+
+
+def check_corruptions(names: Sequence[str], severities: Sequence[int]) -> None:
+    known = corruption_names()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise EvalError(f"ood: unknown corruption(s) {', '.join(unknown)}; available: "
+                        f"{', '.join(known)}")
+    bad = [s for s in severities if s not in (1, 2, 3, 4, 5)]
+    if bad or not severities:
+        raise EvalError(f"ood: severities must be integers 1-5, got {list(severities)}")
+
+
+def corrupt(images: np.ndarray, name: str, severity: int, *, min_size: int = 32,
+            seed: int = 0, first_index: int = 0) -> np.ndarray:
+    """Corrupt uint8 images [N, H, W] (grayscale) or [N, H, W, 3]; same shape back.
+
+    Images smaller than `min_size` (the library needs >= 32 px) are zero-padded around the
+    centre, corrupted, and cropped back. Grayscale images go through the library as 3 equal
+    channels and come back as their channel mean. The library draws from NumPy's global RNG:
+    it is seeded per image from (seed, name, severity, first_index + i) and restored afterwards,
+    so an image's corruption does not depend on how the images were batched.
+    """
+    lib = _imagecorruptions()
+    check_corruptions([name], [severity])
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4
+                                                                 and images.shape[-1] != 3):
+        raise ValueError(f"images must be uint8 [N, H, W] or [N, H, W, 3], got {images.dtype} "
+                         f"{images.shape}")
+    h, w = images.shape[1:3]
+    top, left = max(0, (min_size - h + 1) // 2), max(0, (min_size - w + 1) // 2)
+    bottom, right = max(0, min_size - h - top), max(0, min_size - w - left)
+    pad = ((top, bottom), (left, right)) + (((0, 0),) if images.ndim == 4 else ())
+    out = np.empty_like(images)
+    state = np.random.get_state()
+    try:
+        for i, image in enumerate(images):
+            np.random.seed(zlib.crc32(f"{seed}/{name}/{severity}/{first_index + i}".encode()))
+            x = lib.corrupt(np.pad(image, pad), severity=severity, corruption_name=name)
+            x = x[top:top + h, left:left + w]
+            if images.ndim == 3:
+                x = np.rint(x.astype(np.float64).mean(axis=-1))
+            out[i] = np.clip(x, 0, 255).astype(np.uint8)
+    finally:
+        np.random.set_state(state)
+    return out
+
+
+def shift_name(corruption: str, severity: int) -> str:
+    return f"{corruption}_s{severity}"
+
+
+def _summarise(prefix: str, clean: float, shifted: Mapping[str, float]) -> dict[str, float]:
+    out = {f"{prefix}_clean_acc1": clean}
+    out.update({f"{prefix}_{name}_acc1": acc for name, acc in shifted.items()})
+    mean = float(np.mean(list(shifted.values())))
+    out[f"{prefix}_shifted_acc1"] = mean
+    out[f"{prefix}_drop"] = clean - mean
+    out[f"{prefix}_relative_drop"] = (clean - mean) / clean if clean > 0 else float("nan")
+    return out
+
+
+Encode = Callable[[Images], tuple[torch.Tensor | None, torch.Tensor | None]]
+
+
+def evaluate(model, tokenize, clean: ShiftedSet, shifted: Mapping[str, ShiftedSet],
+             classnames: Sequence[str] | None = None, templates=None, *,
+             probe: LinearProbe | None = None, probe_feature_fn: FeatureFn | None = None,
+             probe_normalize: bool = False, encode: Encode | None = None,
+             batch_size: int = 256, device=None, progress: Callable | None = None
+             ) -> dict[str, float]:
+    """Zero-shot (when `classnames` and `templates` are given) and linear-probe (when a fitted
+    `probe` is given, with the features it was fitted on: `probe_feature_fn`, `probe_normalize`)
+    accuracy on the clean set and each shifted set.
+
+    `encode(images) -> (unit embeddings, probe features)` replaces the two embedding passes
+    (e.g. to run a tower once for both); `progress` wraps the loop over shifts (e.g. tqdm)."""
+    if not shifted:
+        raise ValueError("no shifted test sets")
+    if classnames is None and probe is None:
+        raise ValueError("nothing to evaluate: give classnames and templates, or a probe")
+    classifier = None
+    if classnames is not None:
+        classifier = zeroshot_classifier(model, tokenize, classnames, templates, batch_size,
+                                         device=device)
+    if encode is None:
+        def encode(images):
+            embeds = features = None
+            if classifier is not None:
+                embeds = embed_images(model, images, batch_size, normalize=True, device=device)
+            if probe is not None:
+                features = embed_images(model, images, batch_size, normalize=probe_normalize,
+                                        feature_fn=probe_feature_fn, device=device)
+            return embeds, features
+
+    def accuracies(images, labels) -> dict[str, float]:
+        embeds, features = encode(images)
+        accs = {}
+        if classifier is not None:
+            accs["zeroshot"] = classification_metrics(embeds @ classifier.T, labels, (1,))["acc1"]
+        if probe is not None:
+            accs["linear"] = probe.evaluate(features, labels, (1,))["acc1"]
+        return accs
+
+    clean_accs = accuracies(*clean)
+    per_shift: dict[str, dict[str, float]] = {}
+    names = list(shifted)
+    for name in (progress(names) if progress else names):
+        per_shift[name] = accuracies(*shifted[name])
+    metrics: dict[str, float] = {}
+    for method, clean_acc in clean_accs.items():
+        metrics.update(_summarise(method, clean_acc,
+                                  {name: accs[method] for name, accs in per_shift.items()}))
+    return metrics

@@ -1,0 +1,168 @@
+"""The evaluation data each task reads, built from lipkit's data sources (`eval.dataset`).
+
+A `Split` holds raw images (a uint8 array or PIL images; the model's own preprocessing turns
+them into tensors), class labels, one caption per image (collapse, caption probe) and a list of
+captions per image (retrieval).
+
+- fashion-mnist: train = the first `linear_train_limit` training images, captioned with the
+  run's training templates; test = the 10k test images (`test_limit`), captioned with the
+  evaluation templates, which never appear in training. Class names and templates come from
+  `fashion_mnist_prompts.json` or `eval.prompts_path`.
+- tuxpaint: train = the stamps outside the fixed 200-item hold-out, test = the hold-out; labels
+  are the 16 categories; each stamp has its one caption (equal captions on different stamps
+  are hits in retrieval). The style shift compares hold-out photos with hold-out cartoons, both
+  restricted to the categories that have a cartoon in the hold-out.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lipkit.config import DataConfig, EvalConfig
+
+from .errors import EvalError
+
+PROMPTS_DIR = Path(__file__).with_name("prompts")
+
+
+@dataclass
+class Split:
+    images: np.ndarray | list[Image.Image]
+    labels: np.ndarray
+    caption: list[str]  # one per image
+    captions: list[list[str]]  # several per image (retrieval)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices: Sequence[int]) -> Split:
+        idx = list(indices)
+        images = self.images[idx] if isinstance(self.images, np.ndarray) else [self.images[i] for i in idx]
+        return Split(images, self.labels[idx], [self.caption[i] for i in idx],
+                     [self.captions[i] for i in idx])
+
+    def head(self, n: int) -> Split:
+        return self if not n or n >= len(self) else self.take(range(n))
+
+
+@dataclass
+class EvalData:
+    name: str
+    train: Split
+    test: Split
+    class_names: list[str]
+    templates: list[str] | dict[str, list[str]]
+    style: tuple[Split, Split] | None = None  # (photos, cartoons) for the style shift
+
+
+def load_prompts(path: str | Path) -> tuple[list[str], list[str] | dict[str, list[str]]]:
+    """(class_names, templates) from a JSON file with "class_names" (a list of strings) and
+    "templates" (format strings with '{}' or '{c}', or a mapping class name -> prompts)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        names, templates = data["class_names"], data["templates"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EvalError(f"{path}: not a prompts file with 'class_names' and 'templates' "
+                        f"({type(e).__name__}: {e})") from None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise EvalError(f"{path}: 'class_names' must be a non-empty list of strings")
+    if isinstance(templates, dict):
+        missing = [n for n in names if not templates.get(n)]
+        if missing:
+            raise EvalError(f"{path}: 'templates' has no prompts for class {missing[0]!r}")
+    elif not (isinstance(templates, list) and templates
+              and all(isinstance(t, str) and ("{}" in t or "{c}" in t) for t in templates)):
+        raise EvalError(f"{path}: 'templates' must be a non-empty list of strings with a '{{}}' "
+                        "or '{c}' placeholder, or a mapping class name -> prompts")
+    return names, templates
+
+
+def _prompts(cfg: EvalConfig, default: Path, num_classes: int):
+    names, templates = load_prompts(cfg.prompts_path or default)
+    if len(names) != num_classes:
+        raise EvalError(f"{cfg.prompts_path or default}: {len(names)} class names, but "
+                        f"{cfg.dataset} has {num_classes} classes")
+    return names, templates
+
+
+def _fill(template: str, name: str) -> str:
+    return template.replace("{c}", name).replace("{}", name)
+
+
+def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0) -> EvalData:
+    from lipkit.data import FashionMNISTPairs, load_fashion_mnist
+    from lipkit.data.fashion_mnist import PROMPTS_FILE
+
+    names, templates = _prompts(cfg, PROMPTS_FILE, 10)
+    flat_templates = templates if isinstance(templates, list) else None
+
+    train_images, train_labels = load_fashion_mnist("train")
+    n_train = min(cfg.linear_train_limit or len(train_labels), len(train_labels))
+    train_pairs = FashionMNISTPairs("train", templates=list(train_templates), seed=seed,
+                                    limit=n_train, class_names=names)
+    train_caps = [train_pairs.caption(i) for i in range(n_train)]
+    train = Split(train_images[:n_train], np.array(train_labels[:n_train]), train_caps,
+                  [[c] for c in train_caps])
+
+    test_images, test_labels = load_fashion_mnist("test")
+    n_test = min(cfg.test_limit or len(test_labels), len(test_labels))
+    labels = np.array(test_labels[:n_test])
+    if flat_templates is not None:
+        test_pairs = FashionMNISTPairs("test", templates=[t.replace("{c}", "{}") for t in flat_templates],
+                                       seed=seed, limit=n_test, class_names=names)
+        caption = [test_pairs.caption(i) for i in range(n_test)]
+        per_class = [[_fill(t, n) for t in flat_templates] for n in names]
+    else:  # per-class prompt lists: the first prompt is the caption
+        per_class = [list(templates[n]) for n in names]
+        caption = [per_class[y][0] for y in labels]
+    k = cfg.retrieval_captions_per_image
+    rng = np.random.default_rng(seed)
+    captions = [per_class[y] if not k else [per_class[y][j] for j in
+                                            sorted(rng.permutation(len(per_class[y]))[:k])]
+                for y in labels]
+    test = Split(test_images[:n_test], labels, caption, captions)
+    return EvalData("fashion-mnist", train, test, names, templates)
+
+
+def _tuxpaint_split(items) -> Split:
+    from lipkit.data.images import open_image
+
+    images = [open_image(it.image) for it in items]
+    return Split(images, np.array([it.label for it in items], dtype=np.int64),
+                 [it.caption for it in items], [list(it.captions) for it in items])
+
+
+def tuxpaint(cfg: EvalConfig, seed: int = 0) -> EvalData:
+    from lipkit.data.tuxpaint import CATEGORIES, load_tuxpaint, tuxpaint_holdout_split
+
+    names, templates = _prompts(cfg, PROMPTS_DIR / "tuxpaint.json", len(CATEGORIES))
+    train_items, holdout = tuxpaint_holdout_split(items=load_tuxpaint())
+    if cfg.test_limit:
+        holdout = holdout[:cfg.test_limit]
+    if cfg.linear_train_limit:
+        train_items = train_items[:cfg.linear_train_limit]
+    cartoon_categories = {it.category for it in holdout if it.style == "cartoon"}
+    photos = [it for it in holdout if it.style == "photo" and it.category in cartoon_categories]
+    cartoons = [it for it in holdout if it.style == "cartoon"]
+    train, test = _tuxpaint_split(train_items), _tuxpaint_split(holdout)
+    by_id = {it.id: i for i, it in enumerate(holdout)}
+    style = None
+    if photos and cartoons:
+        style = (test.take([by_id[it.id] for it in photos]),
+                 test.take([by_id[it.id] for it in cartoons]))
+    return EvalData("tuxpaint", train, test, names, templates, style)
+
+
+def load_eval_data(cfg: EvalConfig, data_cfg: DataConfig | None = None, seed: int = 0) -> EvalData:
+    """The data `cfg.dataset` names; `data_cfg` gives the training caption templates."""
+    if cfg.dataset == "fashion-mnist":
+        return fashion_mnist(cfg, (data_cfg or DataConfig()).caption_templates, seed)
+    if cfg.dataset == "tuxpaint":
+        return tuxpaint(cfg, seed)
+    raise EvalError(f"eval.dataset: unknown dataset {cfg.dataset!r}")

@@ -1,0 +1,128 @@
+"""What a report shows about each run: its config, training log and evaluation results.
+
+A source is a lipkit run directory (config.yaml, metrics.jsonl, results.json and
+results.details.json as `lipkit eval --out RUN/results.json` writes them), a results JSON file
+(a list of records or one record; its `.details.json` beside it), or a folder written by
+`lipkit eval --out-dir` (one record per file, plus details.json).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lipkit.errors import LipkitError
+
+RESULTS_FILE = "results.json"
+DETAILS_SUFFIX = ".details.json"
+
+
+class ReportError(LipkitError, ValueError):
+    """A report source that cannot be read, stated in one line."""
+
+
+@dataclass
+class RunData:
+    label: str
+    path: Path
+    config: dict = field(default_factory=dict)
+    log: list[dict] = field(default_factory=list)  # metrics.jsonl
+    records: list[dict] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # "dataset/task" -> curves, histograms
+
+    @property
+    def objective(self) -> str:
+        return str(self.config.get("objective", {}).get("name", "")) or "–"
+
+    def metric(self, task: str, key: str, dataset_suffix: str = ""):
+        """The first record of `task` (on a dataset ending in `dataset_suffix`) with a numeric
+        `key`, or None."""
+        for r in self.records:
+            if r.get("task") == task and str(r.get("dataset", "")).endswith(dataset_suffix):
+                value = r.get("metrics", {}).get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    return value
+        return None
+
+    def record(self, task: str) -> dict | None:
+        return next((r for r in self.records if r.get("task") == task), None)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{path}: cannot read JSON ({e})") from None
+
+
+def _records(data, path: Path) -> list[dict]:
+    records = [data] if isinstance(data, dict) else data
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "task" in r and "metrics" in r
+                                                for r in records):
+        raise ReportError(f"{path}: not CLIP_benchmark records (need 'task' and 'metrics')")
+    return records
+
+
+def _details_of(results_file: Path) -> dict:
+    stem = results_file.name[:-5] if results_file.name.endswith(".json") else results_file.name
+    path = results_file.with_name(stem + DETAILS_SUFFIX)
+    return _read_json(path) if path.is_file() else {}
+
+
+def read_log(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if n == len(path.read_text(encoding="utf-8").splitlines()):
+                break  # a run still writing its last line
+            raise ReportError(f"{path}:{n}: not a JSON line") from None
+    return rows
+
+
+def load_source(path: str | Path) -> RunData:
+    path = Path(path)
+    if path.is_file():
+        records = _records(_read_json(path), path)
+        label = str(records[0].get("model", path.stem)) if records else path.stem
+        return RunData(label, path, records=records, details=_details_of(path))
+    if not path.is_dir():
+        raise ReportError(f"{path}: no such run directory or results file")
+    run = RunData(path.name, path)
+    if (path / "config.yaml").is_file():
+        try:
+            run.config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ReportError(f"{path / 'config.yaml'}: not valid YAML ({e})") from None
+    if (path / "metrics.jsonl").is_file():
+        run.log = read_log(path / "metrics.jsonl")
+    if (path / RESULTS_FILE).is_file():
+        run.records = _records(_read_json(path / RESULTS_FILE), path / RESULTS_FILE)
+        run.details = _details_of(path / RESULTS_FILE)
+    else:  # an --out-dir folder: one record per file
+        for f in sorted(path.glob("*.json")):
+            if f.name == "details.json":
+                run.details = _read_json(f)
+            elif not f.name.endswith(DETAILS_SUFFIX):
+                run.records.extend(_records(_read_json(f), f))
+    if not run.log and not run.records:
+        raise ReportError(f"{path}: nothing to report (no metrics.jsonl and no results; run "
+                          f"'lipkit eval {path} --out {path / RESULTS_FILE}' first)")
+    return run
+
+
+def load_sources(paths) -> list[RunData]:
+    runs = [load_source(p) for p in paths]
+    if not runs:
+        raise ReportError("no runs given")
+    seen: dict[str, int] = {}
+    for run in runs:  # two runs called "xclip" in different folders: label them apart
+        seen[run.label] = seen.get(run.label, 0) + 1
+        if seen[run.label] > 1:
+            run.label = f"{run.label} ({seen[run.label]})"
+    return runs
