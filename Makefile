@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipkit-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean chromium cairo theory-docs
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,eval,data,towers]"
 	@# Guard: only the CPU torch 2.13.0 build, and no CUDA wheels pulled in by anything.
 	@$(PY) -m pip list 2>/dev/null | grep -iE '^(nvidia-|triton|cuda-)' && { echo "error: CUDA packages got installed into $(VENV)"; exit 1; } || true
 	@$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v == '2.13.0+cpu' else f'error: expected torch 2.13.0+cpu, got {v}')"
@@ -21,8 +21,30 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 demo: $(STAMP)
 	$(VENV)/bin/lipkit demo --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) chromium cairo
 	$(PY) -m pytest -q
+
+# The report test renders the page in headless Chromium: Debian's package, installed where apt
+# works and we are root; elsewhere that one test is skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } || \
+	    echo "note: could not install chromium; the report rendering test will be skipped"; \
+	  else echo "note: chromium is not installed; the report rendering test will be skipped"; fi; }
+
+# cairosvg (Tux Paint and Open Clip Art SVGs) loads the system library libcairo2: Debian's
+# package, installed where apt works and we are root.
+cairo:
+	@$(PY) -c "import cairocffi" >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends libcairo2 >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends libcairo2 >/dev/null 2>&1; } || \
+	    echo "note: could not install libcairo2; SVG sources will not rasterise"; \
+	  else echo "note: libcairo2 is missing (apt-get install libcairo2); SVG sources will not rasterise"; fi; }
 
 # The peer trainer for benchmarks lives in its own environment: transformers and timm import
 # torchvision whenever it is installed, and the only torchvision for torch 2.13.0 is a CUDA build.
@@ -38,6 +60,10 @@ $(PEER_STAMP): pyproject.toml constraints.txt
 bench: $(STAMP) $(PEER_STAMP)
 	$(VENV)/bin/lipkit bench tiny
 	$(VENV)/bin/lipkit bench vit-b-32 --rounds 5
+
+# The theory lab's figures and JSON in docs/theory/ (docs/theory.md shows them): < 2 min CPU.
+theory-docs: $(STAMP)
+	$(VENV)/bin/lipkit theory all --out docs/theory
 
 clean:
 	rm -rf $(VENV) $(PEER) runs .pytest_cache

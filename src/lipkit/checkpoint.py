@@ -1,8 +1,19 @@
-"""Run directories: config.yaml + model.safetensors + tokenizer.json, written atomically."""
+"""Run directories: config.yaml + model.safetensors + tokenizer.json, written atomically; and
+checkpoint directories under RUN/checkpoints/step-NNNNNNNN that a run resumes from.
+
+A checkpoint directory is itself a run directory (config, tokenizer, model) plus
+`objective.safetensors` (the objective's parameters and buffers) and `trainer.pt` (optimizer,
+scheduler, scaler, step, RNG states, data position; read with `torch.load(weights_only=True)`).
+It is written whole into a hidden temporary directory and renamed into place, so a reader (or a
+resumed run after a crash) only ever sees complete checkpoints.
+"""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -14,10 +25,20 @@ from lipkit.errors import LipkitError
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+OBJECTIVE_FILE = "objective.safetensors"
+TRAINER_FILE = "trainer.pt"
+CHECKPOINTS_DIR = "checkpoints"
+_CHECKPOINT_NAME = re.compile(r"^step-(\d{8,})$")
 
 
 class CheckpointError(LipkitError, RuntimeError):
     """A run directory that cannot be loaded, stated in one line."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write) -> None:
@@ -27,6 +48,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the run from the user's group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -40,6 +62,10 @@ def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
 def save_model(model: torch.nn.Module, run_dir: Path) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(run_dir / MODEL_FILE, lambda p: save_file(state, str(p)))
+
+
+def write_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -101,3 +127,120 @@ def load_run(run_dir: str | Path):
     if not tok_path.is_file():
         raise CheckpointError(f"{run_dir}: missing {TOKENIZER_FILE}")
     return model, Tokenizer.load(tok_path), load_run_config(run_dir)
+
+
+# --------------------------------------------------------------------------- checkpoint directories
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    m = _CHECKPOINT_NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if checkpoint_step(p) is not None and (p / TRAINER_FILE).is_file()]
+    return sorted(found, key=checkpoint_step)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(run_dir: Path, step: int, files: dict[str, Callable[[Path], None]]) -> Path:
+    """Write `files` (name -> write(path)) into RUN/checkpoints/step-N, atomically: into a hidden
+    temporary directory first, renamed into place once every file is on disk."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        for name, write in files.items():
+            write(tmp / name)
+            os.chmod(tmp / name, 0o666 & ~_umask())
+            _fsync(tmp / name)
+        if final.exists():  # the same step again (a run resumed from an older checkpoint)
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".old"))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints; also clear temporary directories a killed run left."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    for path in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(path, ignore_errors=True)
+    if root.is_dir():
+        for stale in root.glob(".step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def resolve_resume(spec: str, run_dir: Path) -> Path:
+    """`latest` (the newest checkpoint of `run_dir`) or a path: a checkpoint directory, or a run
+    directory whose newest checkpoint is taken."""
+    if spec == "latest":
+        found = list_checkpoints(run_dir)
+        if not found:
+            raise CheckpointError(f"--resume latest: {Path(run_dir) / CHECKPOINTS_DIR} holds no checkpoint")
+        return found[-1]
+    path = Path(spec)
+    if (path / TRAINER_FILE).is_file():
+        return path
+    found = list_checkpoints(path)
+    if found:
+        return found[-1]
+    raise CheckpointError(f"--resume {spec}: not a checkpoint directory (no {TRAINER_FILE}) nor a run with checkpoints")
+
+
+def load_trainer_state(checkpoint_dir: Path) -> dict:
+    path = Path(checkpoint_dir) / TRAINER_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing trainer state") from None
+    except Exception as e:  # a truncated or foreign file
+        raise CheckpointError(f"{path}: cannot read trainer state ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise CheckpointError(f"{path}: not a lipkit trainer state (format 1)")
+    return state
+
+
+def load_objective_state(objective: torch.nn.Module, path: Path) -> None:
+    """An objective's parameters and buffers; a missing file is an objective without state."""
+    own = objective.state_dict()
+    if not path.is_file():
+        if own:
+            raise CheckpointError(f"{path}: missing; objective {type(objective).__name__} has state {_few(sorted(own))}")
+        return
+    try:
+        state = load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read objective state ({e})") from None
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: objective state is for another objective: missing {_few(missing) or '-'}; "
+            f"unexpected {_few(unexpected) or '-'}"
+        )
+    try:
+        objective.load_state_dict(state)
+    except RuntimeError as e:  # shapes differ
+        raise CheckpointError(f"{path}: objective state does not fit ({str(e).splitlines()[-1].strip()})") from None

@@ -127,8 +127,10 @@ class SigLipObjectiveConfig:
 class CyClipObjectiveConfig:
     lambda_inmodal: float = 0.25  # lambda_1 on (S_II - S_TT)^2
     lambda_crossmodal: float = 0.25  # lambda_2 on (S_IT - S_TI)^2
-    # mean: over the N^2 entries (OBJECTIVES.md 5); batch_sum: that mean times N, as CyCLIP's code
-    reduction: Literal["mean", "batch_sum"] = "mean"
+    # batch_sum: the mean over the N^2 entries times N, as CyCLIP's published code, for which its
+    # lambda = 0.25 was tuned (with the plain mean the terms are ~1e-3 of the CLIP loss and do
+    # nothing); mean: the literal mean of OBJECTIVES.md 5
+    reduction: Literal["mean", "batch_sum"] = "batch_sum"
 
 
 @dataclass
@@ -218,7 +220,7 @@ class TrainConfig:
     save_every_minutes: float = 0.0  # also checkpoint every N minutes (0 = off)
     keep_checkpoints: int = 3  # checkpoint directories kept under RUN/checkpoints
     max_bad_steps: int = 5  # non-finite losses in a row that are skipped before the run stops
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16", "fp64"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU; fp64 for parity checks
     compile: bool = False  # torch.compile the model
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun; fsdp shards every block (FSDP2)
     channels_last: bool = True  # images and conv weights channels-last on CUDA
@@ -322,7 +324,10 @@ def to_dict(cfg: Any) -> dict:
     out = {}
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        out[_key_of(f)] = to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, list) else v)
+        if isinstance(v, list):  # lists of sections (data.sources) as lists of mappings
+            out[_key_of(f)] = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
+        else:
+            out[_key_of(f)] = to_dict(v) if dataclasses.is_dataclass(v) else v
     return out
 
 

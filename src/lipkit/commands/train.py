@@ -1,26 +1,54 @@
-"""lipkit train --config PRESET|FILE [--set k=v ...] --out RUN_DIR"""
+"""lipkit train --config PRESET|FILE [--set k=v ...] --out RUN_DIR [--resume latest|PATH]"""
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+def _config(args: argparse.Namespace):
+    """--config if given; when resuming without one, the checkpoint's own config (plus --set)."""
+    from lipkit.checkpoint import CONFIG_FILE, resolve_resume
+    from lipkit.config import ConfigError, load_config
+
+    if args.config is not None:
+        return load_config(args.config, args.set or [])
+    if args.resume is None:
+        raise ConfigError("--config is required (a preset name or a YAML file) unless --resume is given")
+    return load_config(str(resolve_resume(args.resume, args.out) / CONFIG_FILE), args.set or [])
 
 
 def run(args: argparse.Namespace) -> int:
-    from lipkit.config import load_config
+    from lipkit import distributed
     from lipkit.train import train
 
-    cfg = load_config(args.config, args.set or [])
-    result = train(cfg, args.out, overwrite=args.overwrite)
+    cfg = _config(args)
+    result = train(cfg, args.out, overwrite=args.overwrite, resume=args.resume)
+    if distributed.rank() != 0:
+        return 0
+    if result.stopped_by is not None:
+        launcher = " (under torchrun, with the same torchrun options)" if distributed.world_size() > 1 else ""
+        print(
+            f"stopped by {result.stopped_by} after step {result.steps} of {cfg.train.steps}; checkpoint "
+            f"{result.checkpoint}. Resume with: lipkit train --out {result.run_dir} --resume latest{launcher}",
+            file=sys.stderr,
+        )
+        return 0
+    resumed = f" (resumed at step {result.start_step})" if result.start_step else ""
+    bad = f"; {result.bad_steps} non-finite steps skipped" if result.bad_steps else ""
     print(
-        f"trained {cfg.objective.name} for {result.steps} steps ({result.samples} samples) in "
-        f"{result.seconds:.1f}s; final loss {result.final_loss:.4f}; run directory: {result.run_dir}"
+        f"trained {cfg.objective.name} for {result.steps} steps ({result.samples} samples){resumed} in "
+        f"{result.seconds:.1f}s; final loss {result.final_loss:.4f}{bad}; run directory: {result.run_dir}"
     )
     return 0
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model from a preset or YAML config")
-    p.add_argument("--config", required=True, help="preset name (see configs/) or path to a YAML file")
+    p.add_argument("--config", help="preset name (see configs/) or path to a YAML file; "
+                   "optional with --resume (the checkpoint's config is used)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.steps=100")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="latest|PATH",
+                   help="continue from the newest checkpoint in --out (latest), or from a checkpoint or run directory")
     p.set_defaults(func=run)

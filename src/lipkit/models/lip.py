@@ -9,11 +9,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipkit.config import ModelConfig
+from lipkit.config import ConfigError, ModelConfig
 from lipkit.models.heads import PrototypeHead
 from lipkit.models.towers import build_text_tower, build_vision_tower
 
 HEADS = ("clip", "prototypes")
+
+
+def lock_tower(tower: nn.Module, unlocked: int, key: str) -> list[nn.Module]:
+    """Freeze `tower` except its last `unlocked` lock groups (LiT); returns the frozen modules,
+    which must also stay in eval mode (batch-norm statistics, dropout)."""
+    groups = tower.lock_groups()
+    if not 0 <= unlocked <= len(groups):
+        raise ConfigError(f"model.{key}_unlocked_blocks: must be between 0 and {len(groups)} for this tower, got {unlocked}")
+    for p in tower.parameters():
+        p.requires_grad_(False)
+    for group in groups[len(groups) - unlocked:]:
+        for part in group:
+            for p in part.parameters() if isinstance(part, nn.Module) else [part]:
+                p.requires_grad_(True)
+    if unlocked == 0:
+        return [tower]
+    return [m for group in groups[: len(groups) - unlocked] for m in group if isinstance(m, nn.Module)]
 
 
 class LIPModel(nn.Module):
@@ -27,6 +44,13 @@ class LIPModel(nn.Module):
         self.heads = frozenset(heads)
         self.vision = build_vision_tower(cfg.vision)
         self.text = build_text_tower(cfg.text)
+        self._frozen: list[nn.Module] = []  # locked tower parts, kept in eval mode
+        self.image_locked = cfg.lock_image and cfg.lock_image_unlocked_blocks == 0
+        self.text_locked = cfg.lock_text and cfg.lock_text_unlocked_blocks == 0
+        if cfg.lock_image:
+            self._frozen += lock_tower(self.vision, cfg.lock_image_unlocked_blocks, "lock_image")
+        if cfg.lock_text:
+            self._frozen += lock_tower(self.text, cfg.lock_text_unlocked_blocks, "lock_text")
         if "clip" in heads:
             self.image_projection = nn.Linear(self.vision.width, cfg.embed_dim, bias=False)
             self.text_projection = nn.Linear(self.text.width, cfg.embed_dim, bias=False)
@@ -37,19 +61,39 @@ class LIPModel(nn.Module):
             self.image_prototypes = PrototypeHead(self.vision.width, cfg.prototypes)
             self.text_prototypes = PrototypeHead(self.text.width, cfg.prototypes)
 
+    def train(self, mode: bool = True) -> "LIPModel":
+        super().train(mode)
+        for m in self._frozen:
+            m.train(False)
+        return self
+
+    @property
+    def towers_frozen(self) -> bool:
+        """Both towers fully locked: their features never change, so they can be cached."""
+        return self.image_locked and self.text_locked
+
     # ------------------------------------------------------------------ forward
     def forward(
-        self, images: torch.Tensor, tokens: torch.Tensor, heads: Iterable[str] | None = None
+        self, images: torch.Tensor | None, tokens: torch.Tensor | None, heads: Iterable[str] | None = None, *,
+        image_features: torch.Tensor | None = None, text_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Tower features plus the requested heads (default: every head the model has)."""
+        """Tower features plus the requested heads (default: every head the model has).
+        Precomputed `image_features` / `text_features` (frozen towers, lipkit.data.feature_cache)
+        replace running the towers; going through forward keeps DDP's gradient hooks. Floating
+        point `tokens` are such features too (token ids are integers), so a trainer can pass a
+        cached batch positionally as `model(image_features, text_features)`."""
+        if tokens is not None and tokens.is_floating_point() and image_features is None and text_features is None:
+            image_features, text_features, images, tokens = images, tokens, None, None
         heads = self.heads if heads is None else frozenset(heads)
         missing = heads - self.heads
         if missing:
             raise ValueError(f"model has no head(s) {sorted(missing)}; built with {sorted(self.heads)}")
-        if images.shape[0] != tokens.shape[0]:
-            raise ValueError(f"batch mismatch: {images.shape[0]} images vs {tokens.shape[0]} captions")
-        image_features = self.vision(images)
-        text_features = self.text(tokens)
+        if image_features is None:
+            image_features = self.vision(images)
+        if text_features is None:
+            text_features = self.text(tokens)
+        if image_features.shape[0] != text_features.shape[0]:
+            raise ValueError(f"batch mismatch: {image_features.shape[0]} images vs {text_features.shape[0]} captions")
         return self.heads_from_features(image_features, text_features, heads)
 
     def heads_from_features(

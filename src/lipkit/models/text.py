@@ -25,6 +25,10 @@ class TextTransformer(nn.Module):
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.01)
 
+    def lock_groups(self) -> list[list]:
+        """Embeddings, each block, final norm."""
+        return [[self.token_embed, self.pos_embed], *[[b] for b in self.transformer.blocks], [self.norm_final]]
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.shape[1] > self.cfg.context_length:
             raise ValueError(

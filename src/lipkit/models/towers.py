@@ -1,5 +1,7 @@
 """Towers by config name. A tower is an nn.Module with `width` (its pooled feature size) whose
-forward maps images [B, C, H, W] (or token ids [B, L]) to pooled features [B, width]."""
+forward maps images [B, C, H, W] (or token ids [B, L]) to pooled features [B, width], and
+`lock_groups()`: its parameters in groups from input to output, which LiT locking freezes all
+but the last N of. Pretrained towers import their dependencies only when built."""
 from __future__ import annotations
 
 from typing import Callable
@@ -10,8 +12,23 @@ from lipkit.config import ConfigError, TextConfig, VisionConfig
 from lipkit.models.text import TextTransformer
 from lipkit.models.vision import VisionTransformer
 
-VISION_TOWERS: dict[str, Callable[[VisionConfig], nn.Module]] = {"vit": VisionTransformer}
-TEXT_TOWERS: dict[str, Callable[[TextConfig], nn.Module]] = {"transformer": TextTransformer}
+
+
+def _efficientnet_lite0(cfg: VisionConfig) -> nn.Module:
+    from lipkit.models.efficientnet import EfficientNetLite0
+
+    return EfficientNetLite0(cfg)
+
+
+def _minilm(cfg: TextConfig) -> nn.Module:
+    from lipkit.models.minilm import MiniLMTower
+
+    return MiniLMTower(cfg)
+
+
+VISION_TOWERS: dict[str, Callable[[VisionConfig], nn.Module]] = {
+    "vit": VisionTransformer, "efficientnet_lite0": _efficientnet_lite0}
+TEXT_TOWERS: dict[str, Callable[[TextConfig], nn.Module]] = {"transformer": TextTransformer, "minilm": _minilm}
 
 
 def _build(registry: dict, cfg, key: str) -> nn.Module:

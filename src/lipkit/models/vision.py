@@ -30,6 +30,11 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
+    def lock_groups(self) -> list[list]:
+        """Embedding (patchify, cls, positions, pre-norm), each block, final norm."""
+        return [[self.patchify, self.cls_token, self.pos_embed, self.norm_pre], *[[b] for b in self.transformer.blocks],
+                [self.norm_post]]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         c, s = self.cfg.channels, self.cfg.image_size
         if images.ndim != 4 or images.shape[1:] != (c, s, s):

@@ -1,49 +1,78 @@
-"""The training loop, top to bottom: set-up, data, model, objective, steps, saving."""
+"""The training loop, top to bottom: set-up, data, resume, model, optimisation, run directory,
+steps, saving. The pieces live in their own modules: batches (sampler and exact data position),
+accumulation (feature cache), parallel (DDP/FSDP2), precision, checkpointing, signals."""
 from __future__ import annotations
 
 import copy
 import math
 import random
+import re
+import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from lipkit import distributed
 from lipkit.checkpoint import (
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     MODEL_FILE,
+    OBJECTIVE_FILE,
     TOKENIZER_FILE,
+    CheckpointError,
     atomic_write,
-    save_model,
+    load_objective_state,
+    load_state_into,
+    load_trainer_state,
+    resolve_resume,
     save_run_config,
 )
-from lipkit.config import RunConfig
-from lipkit.data import build_train_dataset
+from lipkit.config import ConfigError, RunConfig, TrainConfig
+from lipkit.data import SkipTracker, TrackedBatches, build_train_dataset
+from lipkit.data.feature_cache import cache_tower_features, cacheable
 from lipkit.errors import LipkitError
 from lipkit.models import LIPModel
 from lipkit.objectives import build_objective
 from lipkit.tokenizer import Tokenizer, build_tokenizer
-from lipkit.train.metrics_log import MetricsLog
+from lipkit.train.accumulation import forward_backward
+from lipkit.train.batches import BatchStream
+from lipkit.train.checkpointing import Checkpointer
+from lipkit.train.metrics_log import MetricsLog, Throughput, truncate_metrics
 from lipkit.train.optim import build_optimizer, build_scheduler
+from lipkit.train.parallel import clip_gradients, wrap_model
+from lipkit.train.precision import Precision
+from lipkit.train.rng import mix_seed, restore_rng, seed_all
+from lipkit.train.signals import StopSignals
+from lipkit.train.trainer_state import Layout, Progress, layout_from, progress_from
+
+METRICS_FILE = "metrics.jsonl"
 
 
 class NonFiniteLossError(LipkitError, RuntimeError):
-    """The loss became NaN or infinite; names the step and every term."""
+    """The loss stayed NaN or infinite for more than train.max_bad_steps steps; names the step and every term."""
+
+
+class RunDirError(LipkitError, RuntimeError):
+    """The run directory already holds a run that training would overwrite."""
 
 
 @dataclass
 class TrainResult:
     model: LIPModel
     run_dir: Path
-    steps: int
+    steps: int  # the step the run ended at
     samples: int
-    seconds: float
+    seconds: float  # training time of this process
     final_loss: float
+    start_step: int = 0  # > 0 when resumed
+    stopped_by: str | None = None  # the signal that ended the run early
+    checkpoint: Path | None = None  # the newest checkpoint (rank 0)
+    bad_steps: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -52,149 +81,236 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _save(run_dir: Path, cfg: RunConfig, model: torch.nn.Module, tokenizer: Tokenizer) -> None:
-    save_run_config(cfg, run_dir)
-    atomic_write(run_dir / TOKENIZER_FILE, tokenizer.save)
-    save_model(model, run_dir)
-
-
-def _infinite_batches(loader: DataLoader, sampler):
-    epoch = 0
-    while True:
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
-class RunDirError(LipkitError, RuntimeError):
-    """The run directory already holds a run that training would overwrite."""
-
-
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    existing = [p.name for p in (run_dir / CONFIG_FILE, run_dir / MODEL_FILE, run_dir / "metrics.jsonl") if p.exists()]
+    names = (CONFIG_FILE, MODEL_FILE, METRICS_FILE, CHECKPOINTS_DIR)
+    existing = [name for name in names if (run_dir / name).exists()]
     if existing and not overwrite:
         raise RunDirError(
-            f"{run_dir} already holds a run ({', '.join(existing)}); choose another --out or pass --overwrite"
+            f"{run_dir} already holds a run ({', '.join(existing)}); choose another --out, pass --overwrite, "
+            f"or continue it with --resume latest"
         )
     if overwrite:
-        for name in existing:
-            (run_dir / name).unlink()
+        for name in existing + [OBJECTIVE_FILE, "tensorboard"]:
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False) -> TrainResult:
+def check_train_config(t: TrainConfig) -> None:
+    for key, value, low in (("keep_checkpoints", t.keep_checkpoints, 1), ("max_bad_steps", t.max_bad_steps, 0),
+                            ("accum_steps", t.accum_steps, 1), ("steps", t.steps, 0),
+                            ("log_every_steps", t.log_every_steps, 1), ("save_every_steps", t.save_every_steps, 0)):
+        if value < low:
+            raise ConfigError(f"train.{key}: must be >= {low}, got {value}")
+    if t.save_every_minutes < 0:
+        raise ConfigError(f"train.save_every_minutes: must be >= 0, got {t.save_every_minutes}")
+
+
+def _to_device(batch: dict, tokenizer: Tokenizer, device: torch.device, dtype: torch.dtype, channels_last: bool):
+    if "image_features" in batch:  # frozen towers, cached features: the model takes them positionally
+        return (batch["image_features"].to(device, dtype, non_blocking=True),
+                batch["text_features"].to(device, dtype, non_blocking=True))
+    images = batch["image"].to(device, dtype=dtype if batch["image"].is_floating_point() else None, non_blocking=True)
+    if channels_last and images.ndim == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    tokens = tokenizer(list(batch["caption"])).to(device, non_blocking=True)
+    return images, tokens
+
+
+def _term_summary(terms: dict) -> str:
+    return ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items() if k == "loss" or k.endswith("_loss"))
+
+
+def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: str | Path | None = None) -> TrainResult:
+    """Train `cfg` into `run_dir`. `resume`: "latest" (the newest checkpoint in `run_dir`), or a
+    checkpoint or run directory to continue from."""
     run_dir = Path(run_dir)
     dist_info = distributed.init_from_env()
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed + dist_info.rank)
+    seed_everything(cfg.train.seed)  # the same initial weights on every rank (FSDP2 shards them as they are)
     device = torch.device("cuda", dist_info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     cfg = copy.deepcopy(cfg)  # the run's own copy: resolved fields are written back below
+    check_train_config(cfg.train)
+    resume_dir = resolve_resume(str(resume), run_dir) if resume is not None else None
 
     # ---- data and tokenizer
-    dataset = build_train_dataset(cfg.data, seed=cfg.train.seed)
+    dataset = build_train_dataset(cfg.data, seed=cfg.train.seed, vision=cfg.model.vision)
     tokenizer = build_tokenizer(cfg.model.text, dataset.possible_captions())
     cfg.model.text.vocab_size = tokenizer.vocab_size
 
+    # ---- resume: the checkpoint's tokenizer and trainer state (read before anything is written)
+    saved = None
+    if resume_dir is not None:
+        saved = load_trainer_state(resume_dir)
+        tokenizer = Tokenizer.load(resume_dir / TOKENIZER_FILE)
+        cfg.model.text.vocab_size = tokenizer.vocab_size
+
     # ---- objective and model (the model builds only the heads the objective reads)
-    objective = build_objective(cfg.objective).to(device)
+    precision = Precision.build(cfg.train.precision, device)
+    objective = build_objective(cfg.objective).to(device, precision.param_dtype)
     if not cfg.model.heads:
         cfg.model.heads = sorted(objective.required_heads)
-    model = LIPModel(cfg.model).to(device)
-    train_model = model
-    if dist_info.world_size > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None
-        )
+    model = LIPModel(cfg.model).to(precision.param_dtype)
+    if resume_dir is not None:  # a checkpoint of another architecture stops here, naming the keys
+        load_state_into(model, resume_dir / MODEL_FILE)
+        load_objective_state(objective, resume_dir / OBJECTIVE_FILE)
+    seed_everything(cfg.train.seed + dist_info.rank)  # each rank its own dropout stream
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    # DDP must be told when some parameters get no gradient: heads the objective does not read, or
+    # the logit scale of an objective with its own (SigLIP's `uses_logit_scale = False`).
+    unused = bool(model.heads - objective.required_heads) or not getattr(objective, "uses_logit_scale", True)
+    parallel = wrap_model(model, cfg.train.strategy, device, find_unused_parameters=unused)
+    if cfg.train.compile:
+        parallel.model.compile()
 
     # ---- optimisation
     optimizer = build_optimizer([model, objective], cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
+    progress = Progress()
+    if saved is not None:
+        if saved["optimizer_format"] != parallel.optimizer_format:
+            raise CheckpointError(
+                f"{resume_dir}: optimizer state saved {saved['optimizer_format']} cannot be loaded under "
+                f"train.strategy={cfg.train.strategy} with {dist_info.world_size} process(es)"
+            )
+        parallel.load_optimizer_state(optimizer, objective, saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        precision.load_state_dict(saved["scaler"])
+        progress = progress_from(saved)
 
-    local_batch = cfg.train.batch_size // dist_info.world_size
-    if local_batch * dist_info.world_size != cfg.train.batch_size:
-        raise ValueError(
-            f"train.batch_size {cfg.train.batch_size} is not divisible by the {dist_info.world_size} processes"
-        )
-    if len(dataset) < cfg.train.batch_size:
-        raise ValueError(f"the dataset has {len(dataset)} pairs, fewer than train.batch_size {cfg.train.batch_size}")
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    if dist_info.world_size > 1:
-        sampler = DistributedSampler(dataset, seed=cfg.train.seed, drop_last=True)
-    else:
-        sampler = RandomSampler(dataset, generator=generator)
-    loader = DataLoader(
-        dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-        persistent_workers=cfg.data.num_workers > 0,
-    )
-
-    # ---- run directory
+    # ---- run directory (rank 0 writes)
+    resuming_here = resume_dir is not None and resume_dir.parent.parent.resolve() == run_dir.resolve()
+    metrics_path = run_dir / METRICS_FILE
     if dist_info.is_main:
-        check_run_dir(run_dir, overwrite)
+        if not resuming_here:
+            check_run_dir(run_dir, overwrite)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(cfg, run_dir)
         atomic_write(run_dir / TOKENIZER_FILE, tokenizer.save)
-    log = MetricsLog(run_dir / "metrics.jsonl" if dist_info.is_main else None)
+        if resuming_here:
+            truncate_metrics(metrics_path, progress.step)
+    log = MetricsLog(metrics_path if dist_info.is_main else None,
+                     run_dir / "tensorboard" if cfg.train.tensorboard and dist_info.is_main else None)
+
+    # ---- batches
+    if cfg.data.cache_features and model.towers_frozen and cacheable(dataset) is None:
+        # both towers locked (LiT): their features are computed once, then steps run only the heads
+        dataset = cache_tower_features(dataset, model, tokenizer, device=device, num_workers=cfg.data.num_workers)
+    layout = Layout(cfg.train.batch_size, dist_info.world_size, cfg.train.accum_steps,
+                    len(dataset) if hasattr(dataset, "__len__") else None)
+    if saved is not None and layout_from(saved).dataset_len != layout.dataset_len:
+        raise CheckpointError(
+            f"{resume_dir}: the checkpoint was taken on {layout_from(saved).dataset_len} training pairs, "
+            f"this run has {layout.dataset_len}; resume with the same data"
+        )
+    stream = BatchStream(
+        dataset, global_batch=cfg.train.batch_size, accum_steps=cfg.train.accum_steps,
+        world_size=dist_info.world_size, rank=dist_info.rank, seed=cfg.train.seed,
+        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", position=progress.position,
+    )
+    # unusable samples: logged once each, listed in data_report.json, fatal above data.max_bad_fraction
+    stream = TrackedBatches(stream, SkipTracker(
+        cfg.data.max_bad_fraction, layout.dataset_len and layout.dataset_len + len(getattr(dataset, "skipped", [])),
+        run_dir / "data_report.json" if dist_info.is_main else None, initial=getattr(dataset, "skipped", [])))
+    checkpointer = Checkpointer(run_dir, cfg, tokenizer, parallel, objective, optimizer, scheduler, precision,
+                                device, layout)
 
     # ---- steps
+    if saved is not None:  # the random streams continue where the checkpoint left them
+        if len(saved["rng"]) == dist_info.world_size:
+            restore_rng(saved["rng"][dist_info.rank], device)
+        else:
+            warnings.warn(f"resuming with {dist_info.world_size} processes from a checkpoint taken with "
+                          f"{len(saved['rng'])}: random streams restart from the seed", stacklevel=2)
+            seed_all(mix_seed(cfg.train.seed, dist_info.rank, progress.step))
     model.train()
     objective.train()
-    batches = _infinite_batches(loader, sampler)
-    bar = tqdm(total=cfg.train.steps, desc=f"train {cfg.objective.name}", unit="step",
+    heads = objective.required_heads
+    # Gradients outside the wrapper's own synchronisation, averaged over ranks by the loop; clipping
+    # takes the norm over both groups (the first may hold sharded DTensors).
+    replicated = {id(p) for p in parallel.replicated}
+    wrapped_params = [p for p in model.parameters() if p.requires_grad and id(p) not in replicated]
+    loop_synced = [p for p in parallel.replicated if p.requires_grad]
+    loop_synced += [p for p in objective.parameters() if p.requires_grad]
+    start_step, steps, k = progress.step, cfg.train.steps, cfg.train.accum_steps
+    bar = tqdm(total=steps, initial=start_step, desc=f"train {cfg.objective.name}", unit="step",
                disable=not (cfg.train.progress and dist_info.is_main), dynamic_ncols=True)
+    throughput = Throughput(cfg.train.data_wait_warn_share, cfg.data.num_workers)
     start = time.perf_counter()
-    window_start, window_samples, data_wait = start, 0, 0.0
-    loss_value = math.nan
-    for step in range(cfg.train.steps):
-        t0 = time.perf_counter()
-        batch = next(batches)
-        tokens = tokenizer(list(batch["caption"]))
-        images = batch["image"].to(device, non_blocking=True)
-        tokens = tokens.to(device, non_blocking=True)
-        data_wait += time.perf_counter() - t0
+    loss_value, stopped_by, last_checkpoint = math.nan, None, None
+    with StopSignals() as signals:
+        while progress.step < steps:
+            t0 = time.perf_counter()
+            micro = [_to_device(next(stream), tokenizer, device, precision.param_dtype, channels_last) for _ in range(k)]
+            data_wait = time.perf_counter() - t0
 
-        outputs = train_model(images, tokens, heads=objective.required_heads)
-        terms = objective(outputs)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss at step {step}: "
-                + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items() if k.endswith("_loss") or k == "loss")
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.train.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip_norm)
-        optimizer.step()
-        scheduler.step()
-        model.clamp_logit_scale()
+            buffers = {name: b.clone() for name, b in objective.named_buffers()}
+            optimizer.zero_grad(set_to_none=True)
+            terms, finite = forward_backward(parallel.train_model, objective, micro, heads, precision,
+                                             no_sync=parallel.no_sync)
+            grad_norm = None
+            if finite:
+                progress.bad_streak = 0
+                distributed.average_gradients(loop_synced)
+                precision.unscale_(optimizer)
+                if cfg.train.grad_clip_norm > 0:
+                    grad_norm = clip_gradients([wrapped_params, loop_synced], cfg.train.grad_clip_norm)
+                precision.step(optimizer)
+            else:  # skip: no update, and objective state (nCLIP centers) as before the step
+                for name, value in buffers.items():
+                    objective.get_buffer(name).copy_(value)
+                optimizer.zero_grad(set_to_none=True)
+                progress.bad_steps += 1
+                progress.bad_streak += 1
+                if progress.bad_streak > cfg.train.max_bad_steps:
+                    raise NonFiniteLossError(
+                        f"non-finite loss at step {progress.step + 1}, {progress.bad_streak} steps in a row "
+                        f"(more than train.max_bad_steps={cfg.train.max_bad_steps}): {_term_summary(terms)}"
+                    )
+                if dist_info.is_main:
+                    tqdm.write(f"lipkit: warning: non-finite loss at step {progress.step + 1} skipped "
+                               f"({_term_summary(terms)})")
+            with warnings.catch_warnings():  # a skipped update (non-finite, fp16 overflow) still moves the schedule
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                scheduler.step()
+            model.clamp_logit_scale()
+            progress.step += 1
+            progress.samples += cfg.train.batch_size
+            progress.position = stream.position()
+            throughput.add(cfg.train.batch_size, data_wait)
+            if finite:
+                loss_value = terms["loss"].item()
 
-        window_samples += cfg.train.batch_size
-        loss_value = loss.item()
-        done = step + 1
-        if done % cfg.train.log_every_steps == 0 or done == cfg.train.steps:
-            now = time.perf_counter()
-            sps = window_samples / max(now - window_start, 1e-9)
-            record = {
-                "step": done,
-                "samples": done * cfg.train.batch_size,
-                "lr": optimizer.param_groups[0]["lr"],
-                "samples_per_s": sps,
-                "data_wait_share": data_wait / max(now - window_start, 1e-9),
-                **{k: distributed.all_reduce_mean(v.detach().float()) for k, v in terms.items()},
-            }
-            log.write(record)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}", sps=f"{sps:.0f}")
-            window_start, window_samples, data_wait = now, 0, 0.0
-        bar.update(1)
-        if dist_info.is_main and cfg.train.save_every_steps and done % cfg.train.save_every_steps == 0:
-            save_model(model, run_dir)
+            done = progress.step
+            if done % cfg.train.log_every_steps == 0 or done == steps:
+                figures, warning = throughput.window()
+                record = {
+                    "step": done, "samples": progress.samples, "epoch": progress.position["epoch"],
+                    "lr": optimizer.param_groups[0]["lr"], **figures, "bad_steps": progress.bad_steps,
+                    **({"grad_norm": grad_norm} if grad_norm is not None else {}),
+                    **{name: distributed.all_reduce_mean(v.detach().float()) for name, v in terms.items()},
+                }
+                log.write(record)
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}", sps=f"{figures['samples_per_s']:.0f}")
+                if warning and dist_info.is_main:
+                    tqdm.write(f"lipkit: warning: {warning}")
+            bar.update(1)
+
+            stop, time_due = distributed.all_reduce_max_flags(signals.received is not None, checkpointer.time_due(),
+                                                              device=device if dist_info.world_size > 1 else "cpu")
+            if stop or time_due or checkpointer.step_due(done):
+                last_checkpoint = checkpointer.save(progress)
+            if stop:
+                stopped_by = signals.received or "a signal to another process"
+                break
     bar.close()
     seconds = time.perf_counter() - start
-    if dist_info.is_main:
-        _save(run_dir, cfg, model, tokenizer)
+
+    # ---- the end: a final checkpoint (unless one was just written) and the weights in the run directory
+    if checkpointer.last_step != progress.step:
+        last_checkpoint = checkpointer.save(progress)
+    stream.close()
     log.close()
-    return TrainResult(model, run_dir, cfg.train.steps, cfg.train.steps * cfg.train.batch_size, seconds, loss_value)
+    return TrainResult(model, run_dir, progress.step, progress.samples, seconds, loss_value, start_step=start_step,
+                       stopped_by=stopped_by, checkpoint=last_checkpoint, bad_steps=progress.bad_steps)

@@ -1,0 +1,114 @@
+"""Counting unusable samples: batch collation that carries them, and the tracker that logs each
+once, keeps a report and stops a run with too many.
+
+Datasets report bad samples in `item["skipped"]` (encoded [(where, reason), ...], where = a file
+path, `file:line` or `shard:key`; see pairs.encode_skips), which default collation turns into a
+list of strings per batch. `SkipTracker.update(batch)` (or `TrackedBatches` around any iterator
+of batches) strips them from the batch, logs each new one once, writes `data_report.json`
+(atomically) when the count changes, and raises
+`TooManyBadSamplesError` once more than `max_bad_fraction` of the samples are bad: of the
+dataset's size when it is known, else of the samples read so far (after `min_seen`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from lipkit.errors import LipkitError
+
+from .pairs import decode_skips
+
+log = logging.getLogger("lipkit.data")
+
+
+class TooManyBadSamplesError(LipkitError, RuntimeError):
+    """More than data.max_bad_fraction of the samples could not be used."""
+
+
+
+
+class SkipTracker:
+    def __init__(self, max_bad_fraction: float, total: int | None = None, report: Path | None = None,
+                 min_seen: int = 100, initial: list[tuple[str, str]] = (), what: str = "data"):
+        if not 0 <= max_bad_fraction <= 1:
+            raise ValueError(f"max_bad_fraction must lie in [0, 1], got {max_bad_fraction}")
+        self.max_bad_fraction = max_bad_fraction
+        self.total = total
+        self.report = report
+        self.min_seen = min_seen
+        self.what = what
+        self.bad: dict[str, str] = {}
+        self.seen_good = 0
+        self._new(initial)
+
+    @property
+    def seen(self) -> int:
+        return self.seen_good + len(self.bad)
+
+    def _new(self, skipped) -> None:
+        fresh = [(w, r) for w, r in skipped if w not in self.bad]
+        if not fresh:
+            return
+        for w, r in fresh:
+            self.bad[w] = r
+            if len(self.bad) <= 20:
+                log.warning("skipped %s: %s", w, r)
+            elif len(self.bad) == 21:
+                log.warning("more unusable samples; all of them are listed in %s", self.report or "the data report")
+        self.write_report()
+        self.check()
+
+    def update(self, batch: dict) -> dict:
+        """Count a batch's samples and its skipped ones; returns the batch without "skipped"."""
+        skipped = decode_skips(batch.pop("skipped", None))
+        for key in ("image", "image_features"):
+            if key in batch:
+                self.seen_good += len(batch[key])
+                break
+        self._new(skipped)
+        return batch
+
+    def fraction(self) -> float:
+        denom = self.total if self.total else self.seen
+        return len(self.bad) / denom if denom else 0.0
+
+    def check(self) -> None:
+        if self.total is None and self.seen < self.min_seen:
+            return
+        if self.fraction() > self.max_bad_fraction:
+            where, reason = next(iter(self.bad.items()))
+            raise TooManyBadSamplesError(
+                f"{self.what}: {len(self.bad)} of {self.total or self.seen} samples ({self.fraction():.1%}) are unusable, "
+                f"more than data.max_bad_fraction {self.max_bad_fraction}; first: {where}: {reason}"
+                + (f" (all listed in {self.report})" if self.report else "")
+            )
+
+    def summary(self) -> dict:
+        return {"bad_samples": len(self.bad), "samples_read": self.seen, "dataset_size": self.total,
+                "bad_fraction": self.fraction(), "max_bad_fraction": self.max_bad_fraction}
+
+    def write_report(self) -> None:
+        if self.report is None:
+            return
+        from lipkit.checkpoint import atomic_write
+
+        data = self.summary() | {"skipped": [{"where": w, "reason": r} for w, r in self.bad.items()]}
+        atomic_write(self.report, lambda p: p.write_text(json.dumps(data, indent=1)))
+
+
+class TrackedBatches:
+    """Batches from `batches` (an iterator, e.g. the trainer's BatchStream) passed through
+    `tracker`; other attributes (position(), close()) are the wrapped object's."""
+
+    def __init__(self, batches, tracker: SkipTracker):
+        self._batches, self.tracker = batches, tracker
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return self.tracker.update(next(self._batches))
+
+    def __getattr__(self, name):
+        return getattr(self._batches, name)

@@ -1,0 +1,213 @@
+"""Map-style image–caption datasets: a list of records, images decoded on access.
+
+An item is a dict `{"image": FloatTensor[C, H, W], "caption": str, "index": int}` plus `"label"`
+when the source has labels. An image with several captions gives one caption per access, chosen
+by hashing (seed, epoch, index) so it is reproducible and fresh each epoch (`set_epoch`);
+`captions(i)` gives them all (retrieval). Augmentation draws from a generator seeded the same way.
+
+Bad samples never stop a run on their own: a record whose image is missing, corrupt or over the
+pixel limit is replaced by another record, and records with no usable caption are dropped when
+the dataset is built (`dataset.skipped`). Every item carries `"skipped"`: the bad samples met
+on the way to it, JSON-encoded [[where, reason], ...] ("" for none). A string, so that any
+DataLoader's default collation keeps it (a list of strings per batch) and
+`lipkit.data.health` can count them in the main process.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .captions import _splitmix64
+from .images import DEFAULT_MAX_PIXELS, BadSampleError, open_image
+from .transforms import ImageTransform
+
+_MASK = (1 << 64) - 1
+_MAX_REPLACEMENTS = 16
+
+
+def encode_skips(skipped) -> str:
+    """[(where, reason), ...] -> the string items carry ("" for none)."""
+    import json
+
+    return json.dumps([list(s) for s in skipped]) if skipped else ""
+
+
+def decode_skips(value) -> list[tuple[str, str]]:
+    """Inverse of encode_skips; also accepts a list of pairs, or a batch's list of strings."""
+    import json
+
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [tuple(s) for s in json.loads(value)]
+    if all(isinstance(v, str) for v in value):
+        return [s for v in value for s in decode_skips(v)]
+    return [tuple(s) for s in value]
+
+
+def sample_hash(seed: int, epoch: int, index: int, salt: int = 0) -> int:
+    """A 64-bit hash of (seed, epoch, index, salt): independent per sample and per purpose."""
+    x = _splitmix64(seed & _MASK)
+    for v in (epoch, index, salt):
+        x = _splitmix64(x ^ (v & _MASK))
+    return x
+
+
+def shared_epoch() -> torch.Tensor:
+    """An epoch counter in shared memory: `set_epoch` in the main process reaches DataLoader
+    workers that hold their own copy of the dataset (persistent workers)."""
+    return torch.zeros((), dtype=torch.long).share_memory_()
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    image: str  # a file path (FilePairs) or an identifier (in-memory sources)
+    captions: tuple[str, ...]
+    label: int = -1  # -1: unknown
+
+    def where(self) -> str:
+        return self.image
+
+
+def clean_captions(captions: Sequence[str]) -> tuple[str, ...]:
+    """Stripped, non-empty captions in order, duplicates removed."""
+    out = []
+    for c in captions:
+        c = " ".join(str(c).split())
+        if c and c not in out:
+            out.append(c)
+    return tuple(out)
+
+
+class PairDataset(Dataset):
+    """Records + `load_image(i)`; subclasses say where images come from."""
+
+    has_labels = False
+
+    def __init__(self, records: Sequence[PairRecord], transform: ImageTransform | None, *, seed: int = 0,
+                 name: str = "pairs", skipped: Sequence[tuple[str, str]] = (), max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.records = list(records)
+        self.transform = transform
+        self.seed = seed
+        self._epoch = shared_epoch()
+        self.name = name
+        self.skipped = list(skipped)  # (where, reason) found while building
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def resolve(self, index: int, epoch: int | None = None) -> tuple[PairDataset, int]:
+        """The dataset holding item `index` and its index there (itself here; mixes map through)."""
+        return self, index
+
+    # ------------------------------------------------------------------ captions
+    def captions(self, index: int) -> tuple[str, ...]:
+        return self.records[index].captions
+
+    def caption(self, index: int, epoch: int | None = None) -> str:
+        caps = self.records[index].captions
+        e = self.epoch if epoch is None else epoch
+        return caps[sample_hash(self.seed, e, index, 1) % len(caps)] if len(caps) > 1 else caps[0]
+
+    def possible_captions(self) -> list[str]:
+        """Every caption of every record (a tokenizer corpus)."""
+        return [c for r in self.records for c in r.captions]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([r.label for r in self.records], dtype=torch.long)
+
+    # ------------------------------------------------------------------ images
+    def load_image(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def raw_image(self, index: int) -> tuple[bytes, str]:
+        """(encoded bytes, extension) for writing shards; in-memory sources encode PNG."""
+        import io
+
+        buf = io.BytesIO()
+        self.load_image(index).save(buf, format="PNG")
+        return buf.getvalue(), "png"
+
+    def image_tensor(self, index: int, epoch: int | None = None) -> torch.Tensor:
+        if self.transform is None:
+            raise ValueError(f"{self.name}: no image transform given")
+        e = self.epoch if epoch is None else epoch
+        rng = random.Random(sample_hash(self.seed, e, index, 2)) if self.transform.random else None
+        return self.transform(self.load_image(index), rng)
+
+    # ------------------------------------------------------------------ items
+    def item(self, index: int, epoch: int | None = None) -> dict:
+        """The item at `index`; raises BadSampleError when its image cannot be used."""
+        out = {"image": self.image_tensor(index, epoch), "caption": self.caption(index, epoch), "index": index}
+        if self.has_labels:
+            out["label"] = self.records[index].label
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} items")
+        index %= n
+        skipped = []
+        candidate = index
+        for attempt in range(_MAX_REPLACEMENTS):
+            try:
+                item = self.item(candidate)
+                item["skipped"] = encode_skips(skipped)
+                return item
+            except BadSampleError as e:
+                skipped.append((e.where, e.reason))
+                # a pseudo-random replacement, not the neighbour: neighbours often share the fault
+                candidate = sample_hash(self.seed, self.epoch, index, 3 + attempt) % n
+        raise BadSampleError(self.name, f"{_MAX_REPLACEMENTS} samples in a row are unusable, e.g. {skipped[0][0]}: {skipped[0][1]}")
+
+
+class FilePairs(PairDataset):
+    """Records whose `image` is a file path."""
+
+    def __init__(self, records, transform, *, labels: bool = False, **kw):
+        super().__init__(records, transform, **kw)
+        self.has_labels = labels
+
+    def load_image(self, index: int) -> Image.Image:
+        mode = self.transform.mode if self.transform is not None else "RGB"
+        return open_image(self.records[index].image, max_pixels=self.max_pixels, mode=mode)
+
+    def raw_image(self, index: int) -> tuple[bytes, str]:
+        path = Path(self.records[index].image)
+        self.load_image(index)  # refuse what training would refuse
+        try:
+            return path.read_bytes(), path.suffix.lower().lstrip(".") or "png"
+        except OSError as e:
+            raise BadSampleError(str(path), f"cannot read ({e})") from None
+
+
+class ArrayPairs(PairDataset):
+    """In-memory uint8 images [N, H, W] (grey) or [N, H, W, 3] with their records."""
+
+    def __init__(self, images: np.ndarray, records, transform, *, labels: bool = True, **kw):
+        super().__init__(records, transform, **kw)
+        if len(images) != len(self.records):
+            raise ValueError(f"{len(images)} images but {len(self.records)} records")
+        self.images = images
+        self.has_labels = labels
+
+    def load_image(self, index: int) -> Image.Image:
+        a = self.images[index]
+        return Image.fromarray(np.ascontiguousarray(a), mode="L" if a.ndim == 2 else "RGB")

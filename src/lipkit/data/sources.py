@@ -1,0 +1,217 @@
+"""`open_pairs(spec)`: any source of image–caption pairs behind one call.
+
+A spec is a string or a `SourceConfig` (or a list of them, mixed by weight):
+
+    open_pairs("photos/")                               # folder: photos/**/x.jpg + x.txt
+    open_pairs("pairs.csv")                             # CSV/TSV with image and caption columns
+    open_pairs("pairs.jsonl")                           # JSON Lines
+    open_pairs("shards/train-{000..127}.tar")           # WebDataset shards (streamed)
+    open_pairs("tuxpaint:train")                        # built-in: NAME[:SPLIT]
+    open_pairs([SourceConfig("tuxpaint", split="train", weight=1), SourceConfig("openclipart", weight=2)])
+
+Map-style sources give a `PairDataset` (its size counted when opened); shards give a stream
+(`ShardStream`); a mix is map-style when all its parts are (`MixedPairs`), else a stream
+(`MixedStream`). Built-ins: fashion-mnist (train split, templated captions), digits (sklearn,
+templated), tuxpaint (all|train|holdout), openclipart.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lipkit.config import ConfigError, DataConfig, SourceConfig, VisionConfig
+
+from .cache import DataSourceError
+from .captions import check_templates, fill
+from .images import DEFAULT_MAX_PIXELS
+from .mix import MixedPairs
+from .pairs import ArrayPairs, FilePairs, PairDataset, PairRecord
+from .stream import EpochStream, MapStream, MixedStream
+from .transforms import ImageTransform
+
+BUILTINS = ("fashion-mnist", "digits", "tuxpaint", "openclipart")
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DEFAULT_TEMPLATES = DataConfig().caption_templates
+
+
+def transform_from_config(data: DataConfig, vision: VisionConfig, train: bool = True) -> ImageTransform:
+    """The image transform a run applies (train: with its augmentation; else the evaluation one)."""
+    mean, std = tuple(data.image_mean), tuple(data.image_std)
+    if len(mean) != vision.channels or len(std) != vision.channels:
+        raise ConfigError(
+            f"data.image_mean / data.image_std have {len(mean)} / {len(std)} values but model.vision.channels is {vision.channels}"
+        )
+    if len(data.crop_scale) != 2:
+        raise ConfigError(f"data.crop_scale: expected [min, max], got {data.crop_scale}")
+    try:
+        return ImageTransform(
+            vision.image_size, mean, std, crop=data.crop if train else "center",
+            scale=(float(data.crop_scale[0]), float(data.crop_scale[1])), flip=data.hflip and train,
+        )
+    except ValueError as e:
+        raise ConfigError(f"data: {e}") from None
+
+
+def _as_config(spec: str | SourceConfig) -> SourceConfig:
+    """A SourceConfig; "NAME:SPLIT" of a built-in becomes path NAME, split SPLIT."""
+    import dataclasses
+
+    src = spec if isinstance(spec, SourceConfig) else SourceConfig(path=spec) if isinstance(spec, str) else None
+    if src is None or not src.path:
+        raise ConfigError(f"data source: expected a path, pattern or built-in name, got {spec!r}")
+    name, _, split = src.path.partition(":")
+    if name in BUILTINS and src.format in ("auto", "builtin"):
+        return dataclasses.replace(src, path=name, format="builtin", split=src.split or split)
+    return src
+
+
+def detect_format(src: SourceConfig) -> str:
+    if src.format != "auto":
+        return src.format
+    path = src.path
+    if path in BUILTINS:
+        return "builtin"
+    if ".tar" in path or "{" in path or "::" in path:
+        return "webdataset"
+    p = Path(path)
+    if p.is_dir():
+        return "folder"
+    suffix = p.suffix.lower()
+    if suffix in (".csv", ".tsv", ".jsonl"):
+        return suffix[1:]
+    if not p.exists():
+        raise DataSourceError(f"{path}: no such file or folder (and not a built-in source: {', '.join(BUILTINS)})")
+    raise DataSourceError(f"{path}: cannot tell its format; use a folder, .csv, .tsv, .jsonl or .tar shards, or set format")
+
+
+def _builtin(src: SourceConfig, transform, seed: int, templates: Sequence[str], max_pixels: int) -> PairDataset:
+    name, split = src.path, src.split
+    if name == "tuxpaint":
+        from .tuxpaint import load_tuxpaint, tuxpaint_holdout_split
+
+        if split in ("", "all"):
+            items = load_tuxpaint()
+        elif split in ("train", "holdout"):
+            train, holdout = tuxpaint_holdout_split()
+            items = train if split == "train" else holdout
+        else:
+            raise ConfigError(f"source tuxpaint: split must be all, train or holdout, got {split!r}")
+        records = [PairRecord(str(it.image), it.captions, it.label) for it in items]
+        return FilePairs(records, transform, labels=True, seed=seed, name=f"tuxpaint:{split or 'all'}", max_pixels=max_pixels)
+    if name == "openclipart":
+        from .openclipart import load_openclipart
+
+        if split not in ("", "all"):
+            raise ConfigError(f"source openclipart: has no split {split!r} (only all)")
+        records = [PairRecord(str(it.image), it.captions) for it in load_openclipart()]
+        return FilePairs(records, transform, seed=seed, name="openclipart", max_pixels=max_pixels)
+    if name in ("fashion-mnist", "digits"):
+        templates = check_templates(templates, "data.caption_templates")
+        if name == "fashion-mnist":
+            from .fashion_mnist import fashion_mnist_prompts, load_fashion_mnist
+
+            if split not in ("", "train", "test"):
+                raise ConfigError(f"source fashion-mnist: split must be train or test, got {split!r}")
+            images, labels = load_fashion_mnist(split or "train")
+            names = fashion_mnist_prompts().class_names
+        else:
+            from sklearn.datasets import load_digits
+
+            d = load_digits()
+            images = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+            labels, names = d.target.astype(np.int64), [f"digit {n}" for n in DIGIT_NAMES]
+        per_class = [tuple(fill(t, n) for t in templates) for n in names]
+        records = [PairRecord(f"{name}[{i}]", per_class[int(y)], int(y)) for i, y in enumerate(labels)]
+        return ArrayPairs(images, records, transform, seed=seed, name=name)
+    raise ConfigError(f"unknown built-in source {name!r}; available: {', '.join(BUILTINS)}")
+
+
+def open_source(spec: str | SourceConfig, transform: ImageTransform | None, *, seed: int = 0,
+                templates: Sequence[str] = DEFAULT_TEMPLATES, max_pixels: int = DEFAULT_MAX_PIXELS,
+                shuffle_buffer: int = 1000) -> PairDataset | EpochStream:
+    """One source: a PairDataset (map-style) or a ShardStream."""
+    from . import formats
+
+    src = _as_config(spec)
+    if src.limit < 0:
+        raise ConfigError(f"source {src.path}: limit must be >= 0 (0 = all), got {src.limit}")
+    fmt = detect_format(src)
+    if fmt == "webdataset":
+        from .shards import ShardStream
+
+        return ShardStream(src.path, transform, seed=seed, shuffle_buffer=shuffle_buffer,
+                           caption_field=src.caption_column, max_pixels=max_pixels, labels=bool(src.label_column))
+    if fmt == "builtin":
+        ds = _builtin(src, transform, seed, templates, max_pixels)
+    else:
+        if fmt == "folder":
+            records, skipped = formats.read_folder(src.path)
+        elif fmt in ("csv", "tsv"):
+            records, skipped = formats.read_table(src.path, src.image_column, src.caption_column, src.label_column,
+                                                  delimiter="\t" if fmt == "tsv" else ",")
+        elif fmt == "jsonl":
+            records, skipped = formats.read_jsonl(src.path, src.image_column, src.caption_column, src.label_column)
+        else:
+            raise ConfigError(f"source {src.path}: unknown format {fmt!r}")
+        ds = FilePairs(records, transform, labels=bool(src.label_column), seed=seed, name=src.path,
+                       skipped=skipped, max_pixels=max_pixels)
+    if src.limit:
+        ds.records = ds.records[: src.limit]
+        if isinstance(ds, ArrayPairs):
+            ds.images = ds.images[: src.limit]
+    if len(ds) == 0:
+        first = f"; e.g. {ds.skipped[0][0]}: {ds.skipped[0][1]}" if ds.skipped else ""
+        raise DataSourceError(f"{src.path}: no usable image-caption pairs{first}")
+    return ds
+
+
+def open_pairs(spec, transform: ImageTransform | None = None, *, seed: int = 0,
+               templates: Sequence[str] = DEFAULT_TEMPLATES, max_pixels: int = DEFAULT_MAX_PIXELS,
+               shuffle_buffer: int = 1000):
+    """A source, or several mixed by `weight` (see the module docstring)."""
+    if isinstance(spec, (list, tuple)):
+        specs = [_as_config(s) for s in spec]
+        if not specs:
+            raise ConfigError("data.sources: empty list")
+        if len(specs) == 1:
+            return open_pairs(specs[0], transform, seed=seed, templates=templates, max_pixels=max_pixels,
+                              shuffle_buffer=shuffle_buffer)
+        parts = [open_source(s, transform, seed=seed, templates=templates, max_pixels=max_pixels,
+                             shuffle_buffer=shuffle_buffer) for s in specs]
+        weights = [s.weight for s in specs]
+        if any(not (w > 0) for w in weights):
+            raise ConfigError(f"data.sources: every weight must be > 0, got {weights}")
+        if all(isinstance(p, PairDataset) for p in parts):
+            return MixedPairs(parts, weights, seed=seed)
+        streams = [p if isinstance(p, EpochStream) else MapStream(p, seed=seed) for p in parts]
+        return MixedStream(streams, weights, seed=seed)
+    return open_source(spec, transform, seed=seed, templates=templates, max_pixels=max_pixels,
+                       shuffle_buffer=shuffle_buffer)
+
+
+def build_pairs(data: DataConfig, vision: VisionConfig, seed: int = 0, train: bool = True):
+    """The pairs `data.sources` (or `data.source`) names, with the run's image transform."""
+    if not 0 <= data.max_bad_fraction <= 1:
+        raise ConfigError(f"data.max_bad_fraction: must lie in [0, 1], got {data.max_bad_fraction}")
+    if data.max_image_pixels < 1:
+        raise ConfigError(f"data.max_image_pixels: must be >= 1, got {data.max_image_pixels}")
+    transform = transform_from_config(data, vision, train)
+    spec = list(data.sources) if data.sources else data.source
+    try:
+        templates = check_templates(data.caption_templates, "data.caption_templates")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        ds = open_pairs(spec, transform, seed=seed, templates=templates, max_pixels=data.max_image_pixels,
+                        shuffle_buffer=data.shuffle_buffer)
+    except (DataSourceError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{'data.sources' if data.sources else 'data.source'}: {e}") from None
+    if data.train_limit and isinstance(ds, PairDataset):
+        ds.records = ds.records[: data.train_limit]
+        if isinstance(ds, ArrayPairs):
+            ds.images = ds.images[: data.train_limit]
+    return ds
