@@ -7,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from lipkit.data import BadSampleError, ImageTransform, SkipTracker, TooManyBadSamplesError, TrackedBatches, open_image, open_pairs
+from lipkit.data import (
+    BadSampleError,
+    ImageTransform,
+    SkipTracker,
+    TooManyBadSamplesError,
+    TrackedBatches,
+    open_image,
+    open_pairs,
+)
 from lipkit.data.pairs import decode_skips, encode_skips
 
 TF = ImageTransform(8)

@@ -13,9 +13,9 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from _train_workers import CASES, RESUMED, STEPS, case_config, worker
 from safetensors.torch import load_file
 
+from _train_workers import CASES, RESUMED, STEPS, case_config, worker
 from lipkit.train import train
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]

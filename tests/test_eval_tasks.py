@@ -12,7 +12,6 @@ from lipkit.eval import collapse, knn, linear, ood, retrieval, text
 from lipkit.eval.errors import EvalError
 from lipkit.eval.metrics import stable_topk
 
-
 # ----------------------------------------------------------------------------- retrieval
 # 3 images and 4 texts in 2-D. Image 0 has two captions ("a", "b"); "a" was also written for
 # image 2 (a duplicate caption); "b" and "c" embed identically (a tie).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.multiprocessing as mp
+
 from _dist_workers import BROKEN_CASES, CASES, global_batch, run_case, worker
 
 RTOL, ATOL = 1e-5, 1e-10

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lipkit.config import ConfigError, ModelConfig, RunConfig, SourceConfig, TextConfig, VisionConfig
-from lipkit.data import ImageTransform, open_pairs
-from lipkit.data import TooManyBadSamplesError, feature_cache
+from lipkit.data import ImageTransform, TooManyBadSamplesError, feature_cache, open_pairs
 from lipkit.models import LIPModel
 from lipkit.models.efficientnet import EfficientNetLite0, SameConv2d, imagenet_classifier
 from lipkit.tokenizer import Tokenizer, build_tokenizer

@@ -17,10 +17,9 @@ have no usable text are left out and listed in meta.json.
 from __future__ import annotations
 
 import json
-from collections import Counter
-
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -26,7 +26,6 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
-
 from .cache import DataSourceError
 from .images import DEFAULT_MAX_PIXELS, BadSampleError, open_image
 from .pairs import clean_captions, sample_hash

@@ -24,8 +24,8 @@ from .results import (
     result_record,
     write_results,
 )
-from .zeroshot import zeroshot_classifier
 from .zeroshot import evaluate as evaluate_zeroshot
+from .zeroshot import zeroshot_classifier
 
 __all__ = [
     "classification_metrics",

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .features import embed_texts, embed_images
+from .features import embed_images, embed_texts
 from .metrics import cosine_scores, unit_rows
 
 DEFAULT_RECALL_AT = (1, 5, 10)

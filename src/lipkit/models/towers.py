@@ -13,7 +13,6 @@ from lipkit.models.text import TextTransformer
 from lipkit.models.vision import VisionTransformer
 
 
-
 def _efficientnet_lite0(cfg: VisionConfig) -> nn.Module:
     from lipkit.models.efficientnet import EfficientNetLite0
 
