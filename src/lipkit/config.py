@@ -2,21 +2,15 @@
 `--set a.b=c` overrides. Every unknown key or wrong type is a one-line `ConfigError`."""
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from lipkit.errors import LipkitError
+from lipkit.typed_config import ConfigError, from_mapping, to_dict  # noqa: F401  (part of this module's API)
 
 PRESET_DIR = Path(__file__).parent / "presets"
-
-
-class ConfigError(LipkitError, ValueError):
-    """A configuration problem, stated in one line that names the key."""
 
 
 # --------------------------------------------------------------------------- model
@@ -259,80 +253,8 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------- (de)serialisation
-def _key_of(f: dataclasses.Field) -> str:
-    return f.metadata.get("key", f.name)
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping of {sorted(_keys(tp))}, got {value!r}")
-        return _from_dict(tp, value, path)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{path}: expected one of {_type_name(tp)}, got {value!r}")
-        return value
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list of {_type_name(item_tp)}, got {value!r}")
-        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected bool, got {type(value).__name__} {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected int, got {type(value).__name__} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected float, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected str, got {type(value).__name__} {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp} at {path}")  # a bug in a dataclass, not user input
-
-
-def _keys(cls: type) -> dict[str, dataclasses.Field]:
-    return {_key_of(f): f for f in dataclasses.fields(cls)}
-
-
-def _from_dict(cls: type, data: dict, path: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = _keys(cls)
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{path}.{key}" if path else str(key)
-        if key not in fields:
-            raise ConfigError(f"unknown key '{full}'; allowed keys: {', '.join(fields)}")
-        f = fields[key]
-        kwargs[f.name] = _coerce(value, hints[f.name], full)
-    return cls(**kwargs)
-
-
-def to_dict(cfg: Any) -> dict:
-    out = {}
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if isinstance(v, list):  # lists of sections (data.sources) as lists of mappings
-            out[_key_of(f)] = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
-        else:
-            out[_key_of(f)] = to_dict(v) if dataclasses.is_dataclass(v) else v
-    return out
-
-
 def from_dict(data: dict) -> RunConfig:
-    return _from_dict(RunConfig, data)
+    return from_mapping(RunConfig, data)
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

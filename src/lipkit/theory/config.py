@@ -10,8 +10,9 @@ from typing import Literal
 
 import yaml
 
-from lipkit.config import ClipRegObjectiveConfig, ConfigError, ObjectiveConfig, _from_dict, apply_overrides
+from lipkit.config import ClipRegObjectiveConfig, ConfigError, ObjectiveConfig, apply_overrides
 from lipkit.objectives import HEAD_CLIP, available_objectives, build_objective
+from lipkit.typed_config import from_mapping
 
 
 @dataclass
@@ -98,7 +99,7 @@ def load_theory_config(path: str | None = None, overrides: list[str] = ()) -> Th
             raise ConfigError(f"theory config '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"theory config '{path}': expected a mapping at the top level")
-    cfg = _from_dict(TheoryConfig, apply_overrides(data, list(overrides)))
+    cfg = from_mapping(TheoryConfig, apply_overrides(data, list(overrides)))
     check_theory_config(cfg)
     return cfg
 

@@ -1,0 +1,90 @@
+"""Strict typed dataclasses from plain mappings (YAML) and back.
+
+Every unknown key or wrong type is a one-line `ConfigError` naming the key: the allowed keys, or
+the expected type. A field may carry `metadata={"key": ...}` to use another name in YAML (e.g.
+`lambda`, a Python keyword). Supported field types: nested dataclasses, Literal, list, bool, int,
+float, str."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Literal
+
+from lipkit.errors import LipkitError
+
+
+class ConfigError(LipkitError, ValueError):
+    """A configuration problem, stated in one line that names the key."""
+
+
+def _key_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of {sorted(_keys(tp))}, got {value!r}")
+        return from_mapping(tp, value, path)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{path}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected bool, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected float, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected str, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {path}")  # a bug in a dataclass, not user input
+
+
+def _keys(cls: type) -> dict[str, dataclasses.Field]:
+    return {_key_of(f): f for f in dataclasses.fields(cls)}
+
+
+def from_mapping(cls: type, data: dict, path: str = "") -> Any:
+    """An instance of dataclass `cls` from `data`; `path` prefixes the keys named in errors."""
+    hints = typing.get_type_hints(cls)
+    fields = _keys(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown key '{full}'; allowed keys: {', '.join(fields)}")
+        f = fields[key]
+        kwargs[f.name] = _coerce(value, hints[f.name], full)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, list):  # lists of sections (data.sources) as lists of mappings
+            out[_key_of(f)] = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
+        else:
+            out[_key_of(f)] = to_dict(v) if dataclasses.is_dataclass(v) else v
+    return out
