@@ -16,7 +16,6 @@ have no usable text are left out and listed in meta.json.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections import Counter
@@ -24,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import DataSourceError, cache_dir
+from .manifest import is_fetched, read_manifest, write_manifest
 
 PACKAGE = "openclipart-svg"
 SVG_DIR = "usr/share/openclipart/svg"
 LICENSE = "Public domain (Debian package openclipart-svg; Open Clip Art Library contributors)"
 RASTER_SIZE = 256
-MANIFEST = "items.jsonl"
-META = "meta.json"
 FORMAT_VERSION = 1
 
 _NS = {
@@ -109,24 +107,14 @@ def read_metadata(svg: Path) -> tuple[str, list[str]]:
     return title, keywords
 
 
-def _is_fetched(dest: Path) -> bool:
-    try:
-        meta = json.loads((dest / META).read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("format_version") == FORMAT_VERSION and (dest / MANIFEST).is_file()
-
-
 def fetch(force: bool = False, workers: int = 0) -> Path:
     """Fetch, caption and rasterise the drawings into the cache (a no-op when done before)."""
     from tqdm import tqdm
 
-    from lipkit.checkpoint import atomic_write
-
     from . import debian, svg
 
     dest = data_dir()
-    if _is_fetched(dest) and not force:
+    if is_fetched(dest, FORMAT_VERSION) and not force:
         return dest
     svg.check_available()
     if force:
@@ -168,26 +156,18 @@ def fetch(force: bool = False, workers: int = 0) -> Path:
             continue
         del e["src"]
         kept.append(e)
-    atomic_write(dest / MANIFEST, lambda p: p.write_text("".join(json.dumps(e) + "\n" for e in kept)))
-    meta = {"format_version": FORMAT_VERSION, "package": PACKAGE, "version": version, "license": LICENSE,
-            "raster_size": RASTER_SIZE, "items": len(kept), "skipped": [list(s) for s in skipped]}
-    atomic_write(dest / META, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    write_manifest(dest, kept, skipped, {"format_version": FORMAT_VERSION, "package": PACKAGE, "version": version,
+                                         "license": LICENSE, "raster_size": RASTER_SIZE})
     return dest
 
 
 def load_openclipart(fetch_if_missing: bool = True) -> list[ClipArtItem]:
     dest = data_dir()
-    if not _is_fetched(dest):
+    if not is_fetched(dest, FORMAT_VERSION):
         if not fetch_if_missing:
             raise DataSourceError(f"Open Clip Art is not in {dest}; run 'lipkit data fetch openclipart'")
         fetch()
-    items = []
-    for n, line in enumerate((dest / MANIFEST).read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            e = json.loads(line)
-            items.append(ClipArtItem(e["id"], dest / e["image"], e["caption"], e["category"]))
-        except (ValueError, KeyError, TypeError) as err:
-            raise DataSourceError(f"{dest / MANIFEST}:{n}: corrupt entry ({err}); run 'lipkit data fetch openclipart --force'") from None
+    items = read_manifest(dest, lambda e: ClipArtItem(e["id"], dest / e["image"], e["caption"], e["category"]), "lipkit data fetch openclipart --force")
     return sorted(items, key=lambda it: it.id)
 
 

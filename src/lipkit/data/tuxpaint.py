@@ -25,20 +25,18 @@ The stable API (other modules and evaluation build on it):
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import DataSourceError, atomic_copy, cache_dir
+from .manifest import is_fetched, read_manifest, write_manifest
 
 PACKAGE = "tuxpaint-stamps-default"
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
 LICENSE = "GPL-2.0-or-later (Debian package tuxpaint-stamps-default; stamps by Bill Kendrick and contributors)"
 RASTER_SIZE = 256  # longer side of rasterised SVG stamps
-MANIFEST = "items.jsonl"
-META = "meta.json"
 FORMAT_VERSION = 1
 HOLDOUT_SIZE = 200
 
@@ -74,14 +72,6 @@ class TuxPaintItem:
 
 def data_dir() -> Path:
     return cache_dir() / "tuxpaint"
-
-
-def _is_fetched(dest: Path) -> bool:
-    try:
-        meta = json.loads((dest / META).read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("format_version") == FORMAT_VERSION and (dest / MANIFEST).is_file()
 
 
 def _scan(stamps: Path) -> tuple[list[dict], list[tuple[str, str]]]:
@@ -121,12 +111,11 @@ def _scan(stamps: Path) -> tuple[list[dict], list[tuple[str, str]]]:
 
 def fetch(force: bool = False, workers: int = 0) -> Path:
     """Fetch and prepare the stamps in the cache (a no-op when done before); returns the folder."""
-    from lipkit.checkpoint import atomic_write
 
     from . import debian, svg
 
     dest = data_dir()
-    if _is_fetched(dest) and not force:
+    if is_fetched(dest, FORMAT_VERSION) and not force:
         return dest
     svg.check_available()
     if force:
@@ -160,27 +149,19 @@ def fetch(force: bool = False, workers: int = 0) -> Path:
     kept = [e for e in entries if e["src"] not in failed]
     for e in kept:
         del e["src"], e["fallback"]
-    atomic_write(dest / MANIFEST, lambda p: p.write_text("".join(json.dumps(e) + "\n" for e in kept)))
-    meta = {"format_version": FORMAT_VERSION, "package": PACKAGE, "version": version, "license": LICENSE,
-            "raster_size": RASTER_SIZE, "items": len(kept), "skipped": [list(s) for s in skipped]}
-    atomic_write(dest / META, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    write_manifest(dest, kept, skipped, {"format_version": FORMAT_VERSION, "package": PACKAGE, "version": version,
+                                         "license": LICENSE, "raster_size": RASTER_SIZE})
     return dest
 
 
 def load_tuxpaint(fetch_if_missing: bool = True) -> list[TuxPaintItem]:
     """Every stamp, sorted by id (fetched into the cache on first use)."""
     dest = data_dir()
-    if not _is_fetched(dest):
+    if not is_fetched(dest, FORMAT_VERSION):
         if not fetch_if_missing:
             raise DataSourceError(f"Tux Paint stamps are not in {dest}; run 'lipkit data fetch tuxpaint'")
         fetch()
-    items = []
-    for n, line in enumerate((dest / MANIFEST).read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            e = json.loads(line)
-            items.append(TuxPaintItem(e["id"], dest / e["image"], e["caption"], e["category"], e["style"], e["format"]))
-        except (ValueError, KeyError, TypeError) as err:
-            raise DataSourceError(f"{dest / MANIFEST}:{n}: corrupt entry ({err}); run 'lipkit data fetch tuxpaint --force'") from None
+    items = read_manifest(dest, lambda e: TuxPaintItem(e["id"], dest / e["image"], e["caption"], e["category"], e["style"], e["format"]), "lipkit data fetch tuxpaint --force")
     return sorted(items, key=lambda it: it.id)
 
 
