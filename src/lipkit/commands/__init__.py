@@ -1,4 +1,4 @@
 """One module per `lipkit` subcommand. Each exposes `add_parser(subparsers)` (cheap: no heavy
 imports) that registers its arguments and sets `func(args) -> int`."""
 
-COMMANDS = ("train", "eval", "report", "demo", "bench", "data", "theory")
+COMMANDS = ("train", "eval", "report", "demo", "bench", "data", "theory", "experiment")

@@ -23,6 +23,7 @@ from .models import EvalModel, load_model_spec
 from .results import format_table, record_row, result_record, write_results
 from .sources import load_eval_data
 from .tasks import TASKS, Context, TaskResult
+from .tower_memo import TowerMemo
 
 TASK_ORDER = tuple(TASKS)  # zeroshot, linear, ood, retrieval, knn, text, collapse
 DETAILS_SUFFIX = ".details.json"
@@ -73,9 +74,13 @@ def parse_tasks(text: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
-def evaluate_model(em: EvalModel, tasks: Sequence[str], progress: bool = True) -> EvalOutput:
-    """Run `tasks` (CLI names) on `em` over the data its eval config names."""
+def evaluate_model(em: EvalModel, tasks: Sequence[str], progress: bool = True,
+                   memo: TowerMemo | None = None) -> EvalOutput:
+    """Run `tasks` (CLI names) on `em` over the data its eval config names. A `memo` shared
+    across calls reuses the outputs of locked towers (a grid of LiT runs)."""
     tasks = parse_tasks(tasks)
+    if memo is not None:
+        memo.install(em.model)
     data_cfg = em.run.data if em.run is not None else None
     data = load_eval_data(em.eval, data_cfg, seed=em.seed)
     ctx = Context(em, data, progress=progress)
@@ -131,9 +136,9 @@ def write_outputs(out: EvalOutput, out_file: Path | None = None, out_dir: Path |
 
 def evaluate_spec(spec: str, tasks: Sequence[str], overrides: Sequence[str] = (),
                   out_file: Path | None = None, out_dir: Path | None = None,
-                  progress: bool = True) -> EvalOutput:
+                  progress: bool = True, memo: TowerMemo | None = None) -> EvalOutput:
     em = load_model_spec(spec, overrides)
-    out = evaluate_model(em, tasks, progress=progress)
+    out = evaluate_model(em, tasks, progress=progress, memo=memo)
     write_outputs(out, out_file, out_dir)
     return out
 

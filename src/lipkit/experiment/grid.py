@@ -1,0 +1,47 @@
+"""The cells of an experiment: one training run per (dataset, setting, batch size, seed)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lipkit.config import ConfigError, RunConfig, load_config
+
+from .spec import DatasetSpec, ExperimentSpec, SettingSpec
+
+
+@dataclass
+class Cell:
+    dataset: DatasetSpec
+    setting: SettingSpec
+    batch_size: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset.name}/{self.setting.name}/b{self.batch_size}/s{self.seed}"
+
+    @property
+    def steps(self) -> int:
+        return max(1, round(self.dataset.samples / self.batch_size))
+
+    def overrides(self) -> list[str]:
+        return [*self.dataset.set, *self.setting.set, f"train.batch_size={self.batch_size}",
+                f"train.steps={self.steps}", f"train.seed={self.seed}", "train.progress=false"]
+
+    def config(self) -> RunConfig:
+        return load_config(self.dataset.config, self.overrides())
+
+    def directory(self, out: Path) -> Path:
+        return out / "cells" / self.key
+
+
+def build_cells(spec: ExperimentSpec) -> list[Cell]:
+    """Every cell, dataset-major (a dataset's data and caches are warm for its whole block)."""
+    cells = [Cell(d, s, b, seed) for d in spec.datasets for s in spec.settings
+             for b in spec.batch_sizes for seed in spec.seeds]
+    for cell in cells:
+        try:
+            cell.config()
+        except ConfigError as e:
+            raise ConfigError(f"experiment cell {cell.key}: {e}") from None
+    return cells

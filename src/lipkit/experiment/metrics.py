@@ -1,0 +1,50 @@
+"""The headline numbers an experiment summarises, each read from one CLIP_benchmark record.
+
+A metric names (record task, dataset suffix, metric key): the suffix picks among a task's records
+(e.g. "-c" is the corrupted copy of the test set in ood_classification, "-style" the cartoon
+shift). Every metric here is higher-is-better, which is what the claims assume. A dataset whose
+evaluation has no such record (no style split, no prototype heads) simply lacks the metric.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    task: str
+    key: str
+    label: str
+    dataset_suffix: str = ""
+    any_dataset: bool = False  # word similarity is scored on WordSim-353, whatever the data
+
+
+METRICS: dict[str, Metric] = {
+    "zeroshot": Metric("zeroshot_classification", "acc1", "zero-shot top-1"),
+    "linear": Metric("linear_probe", "acc1", "linear probe top-1"),
+    "knn": Metric("knn_classification", "acc1", "kNN top-1"),
+    "retrieval_i2t": Metric("zeroshot_retrieval", "text_retrieval_recall@1", "image→text R@1"),
+    "retrieval_t2i": Metric("zeroshot_retrieval", "image_retrieval_recall@1", "text→image R@1"),
+    "ood_zeroshot": Metric("ood_classification", "zeroshot_shifted_acc1", "corrupted zero-shot top-1", "-c"),
+    "ood_linear": Metric("ood_classification", "linear_shifted_acc1", "corrupted linear top-1", "-c"),
+    "style_zeroshot": Metric("ood_classification", "zeroshot_shifted_acc1", "cartoon zero-shot top-1", "-style"),
+    "caption_probe": Metric("caption_probe", "caption_probe_acc1", "caption probe top-1"),
+    "wordsim": Metric("word_similarity", "wordsim_spearman", "WordSim-353 Spearman ρ", any_dataset=True),
+    "usage_entropy": Metric("prototype_collapse", "image_usage_entropy_ratio", "prototype usage H(p̄)/log K"),
+    "prototypes_used": Metric("prototype_collapse", "image_distinct_prototypes", "prototypes used (argmax)"),
+}
+
+
+def extract(records: list[dict]) -> dict[str, float]:
+    """metric name -> value for every metric the records carry."""
+    out = {}
+    for name, m in METRICS.items():
+        for r in records:
+            if r["task"] != m.task or m.key not in r["metrics"]:
+                continue
+            suffix_ok = r["dataset"].endswith(m.dataset_suffix) if m.dataset_suffix else \
+                not r["dataset"].endswith(("-c", "-style"))
+            if m.any_dataset or suffix_ok:
+                out[name] = float(r["metrics"][m.key])
+                break
+    return out

@@ -1,0 +1,53 @@
+"""Everything an experiment writes once its cells are done: summary (JSON, Markdown), figures,
+and the results page (`DIR/results.md`, and `--page FILE` with its figures beside it)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lipkit.checkpoint import atomic_write
+
+from .claims import judge_all
+from .grid import build_cells
+from .page import render
+from .plots import dataset_bars, gap_lines
+from .spec import ExperimentSpec
+from .summary import dataset_table, summarise, to_json
+
+
+def _text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return path
+
+
+def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command: str,
+                  grid_seconds: float, page: Path | None = None) -> list[Path]:
+    groups = summarise(records)
+    verdicts = judge_all(spec, groups)
+    written = [_text(out / "summary.json", json.dumps(
+        {"groups": to_json(groups),
+         "claims": [{"id": v.claim.id, "text": v.claim.text, "verdict": v.verdict,
+                     "wins": v.count("win"), "ties": v.count("tie"), "losses": v.count("loss"),
+                     "conditions": [c.__dict__ | {"outcome": c.outcome} for c in v.conditions]}
+                    for v in verdicts]}, indent=2) + "\n")]
+    written.append(_text(out / "summary.md", "\n\n".join(
+        f"## {d.name}\n\n{dataset_table(spec, groups, d.name)}" for d in spec.datasets) + "\n"))
+    cell_seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in records)
+    cells = build_cells(spec)
+    for target in [out / "results.md"] + ([page] if page is not None else []):
+        fig_dir = out / "plots" if target == out / "results.md" else target.with_suffix("")
+        figures = {}
+        for d in spec.datasets:
+            path = dataset_bars(spec, groups, d.name, fig_dir / f"{d.name}.png")
+            if path is not None:
+                figures[d.name] = path
+        for c in spec.claims:
+            if c.kind == "gap_grows_as_batch_shrinks":
+                path = gap_lines(spec, groups, c, fig_dir / f"{c.id}.png")
+                if path is not None:
+                    figures[f"claim:{c.id}"] = path
+        written += list(figures.values())
+        written.append(_text(target, render(spec, cells, groups, verdicts, figures, target, command,
+                                            grid_seconds, cell_seconds) + "\n"))
+    return written

@@ -1,0 +1,147 @@
+"""Run every cell of an experiment: train, evaluate, record; skip the cells already done.
+
+Each cell lives in `DIR/cells/DATASET/SETTING/bBATCH/sSEED/`: `run/` is its training run and
+`cell.json` its record (metrics, timings, the digest of its run config). A cell whose `cell.json`
+matches its config is not rerun; one trained but not evaluated is only evaluated; one stopped
+mid-training resumes from its newest checkpoint. A cell whose config changed is retrained.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lipkit.checkpoint import CHECKPOINTS_DIR, MODEL_FILE, OBJECTIVE_FILE, atomic_write, list_checkpoints
+from lipkit.config import to_dict
+from lipkit.errors import LipkitError
+
+from .grid import Cell, build_cells
+from .metrics import extract
+from .spec import ExperimentSpec
+
+CELL_FILE = "cell.json"
+TRAINED_FILE = "trained.json"
+
+
+@dataclass
+class GridResult:
+    records: list[dict] = field(default_factory=list)  # one cell.json each, in grid order
+    ran: int = 0  # cells trained or evaluated in this call
+    stopped_by: str | None = None  # a signal ended training early; rerun to continue
+    seconds: float = 0.0
+
+
+def config_digest(cell: Cell) -> str:
+    text = json.dumps(to_dict(cell.config()), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+def _prune(run_dir: Path) -> None:
+    """Keep config, metrics log and evaluation results; drop weights and checkpoints."""
+    shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
+    for name in (MODEL_FILE, OBJECTIVE_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    shown = [("zs", "zeroshot"), ("lin", "linear"), ("knn", "knn"), ("i→t", "retrieval_i2t")]
+    return " ".join(f"{label} {metrics[k]:.3f}" for label, k in shown if k in metrics)
+
+
+def run_cell(cell: Cell, out: Path, spec: ExperimentSpec, memo) -> tuple[dict, str | None]:
+    """Train (or resume) and evaluate one cell; (its record, the signal that stopped it or None)."""
+    from lipkit.eval.models import load_model_spec
+    from lipkit.eval.runner import evaluate_model, write_outputs
+    from lipkit.train import train
+
+    cell_dir = cell.directory(out)
+    run_dir = cell_dir / "run"
+    digest = config_digest(cell)
+    record = {"cell": cell.key, "dataset": cell.dataset.name, "setting": cell.setting.name,
+              "batch_size": cell.batch_size, "seed": cell.seed, "steps": cell.steps,
+              "samples": cell.steps * cell.batch_size, "config_digest": digest}
+    trained = _read(cell_dir / TRAINED_FILE)
+    if trained is not None and not (run_dir / MODEL_FILE).is_file():
+        trained = None  # its weights are gone (pruned before its record was written): retrain
+    if trained is None or trained.get("config_digest") != digest:
+        resume = "latest" if trained is None and list_checkpoints(run_dir) else None
+        try:
+            result = train(cell.config(), run_dir, overwrite=resume is None, resume=resume)
+        except LipkitError as e:  # a diverged or broken cell is recorded; the grid goes on
+            record.update(error=f"training failed: {e}", metrics={})
+            return record, None
+        if result.stopped_by is not None:
+            return record, result.stopped_by
+        trained = {"config_digest": digest, "train_seconds": result.seconds,
+                   "final_loss": result.final_loss, "bad_steps": result.bad_steps}
+        _write(cell_dir / TRAINED_FILE, trained)
+    start = time.perf_counter()
+    evaluation = evaluate_model(load_model_spec(str(run_dir)), spec.tasks, progress=False, memo=memo)
+    write_outputs(evaluation, run_dir / "results.json")
+    record.update(train_seconds=trained["train_seconds"], final_loss=trained["final_loss"],
+                  bad_steps=trained["bad_steps"], eval_seconds=time.perf_counter() - start,
+                  metrics=extract(evaluation.records))
+    return record, None
+
+
+def run_grid(spec: ExperimentSpec, out: Path, log=functools.partial(print, flush=True)) -> GridResult:
+    from lipkit.eval.tower_memo import TowerMemo
+
+    out.mkdir(parents=True, exist_ok=True)
+    cells = build_cells(spec)
+    memo = TowerMemo()
+    result = GridResult()
+    start = time.perf_counter()
+    todo = []
+    for cell in cells:
+        done = _read(cell.directory(out) / CELL_FILE)
+        todo.append(done is None or done.get("config_digest") != config_digest(cell))
+    remaining = sum(todo)
+    log(f"experiment {spec.title or spec.source}: {len(cells)} cells "
+        f"({len(spec.datasets)} datasets × {len(spec.settings)} settings × {len(spec.batch_sizes)} "
+        f"batch sizes × {len(spec.seeds)} seeds), {len(cells) - remaining} already done, {remaining} to run")
+    for i, (cell, needed) in enumerate(zip(cells, todo), 1):
+        if not needed:
+            result.records.append(_read(cell.directory(out) / CELL_FILE))
+            continue
+        t0 = time.perf_counter()
+        record, stopped = run_cell(cell, out, spec, memo)
+        if stopped is not None:
+            result.stopped_by = stopped
+            log(f"stopped by {stopped} in {cell.key}; its checkpoint is kept. Run the same command "
+                "again to continue.")
+            break
+        _write(cell.directory(out) / CELL_FILE, record)
+        if spec.keep == "results":
+            _prune(cell.directory(out) / "run")
+        result.records.append(record)
+        result.ran += 1
+        elapsed = time.perf_counter() - start
+        left = remaining - result.ran
+        eta = f", about {_clock(elapsed / result.ran * left)} left" if left else ""
+        outcome = record.get("error") or _headline(record["metrics"])
+        log(f"[{i}/{len(cells)}] {cell.key}: {time.perf_counter() - t0:.0f}s  {outcome}  "
+            f"(elapsed {_clock(elapsed)}{eta})")
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,190 @@
+"""`lipkit experiment`: claim verdicts against hand-computed statistics, metric extraction, spec
+errors, and a tiny grid end to end (resume, retrain on change, eval-only, pruning, the page)."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lipkit.cli import main
+from lipkit.config import ConfigError
+from lipkit.experiment import load_spec
+from lipkit.experiment.claims import judge
+from lipkit.experiment.metrics import extract
+from lipkit.experiment.spec import ClaimSpec, DatasetSpec, ExperimentSpec, SettingSpec
+from lipkit.experiment.summary import Stat, summarise
+
+
+def test_stat_is_mean_and_sample_std():
+    s = Stat.of([1.0, 2.0, 4.0])
+    assert s.mean == pytest.approx(7 / 3)
+    assert s.std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert s.se == pytest.approx(s.std / math.sqrt(3))
+    assert Stat.of([0.5]).std == 0.0
+
+
+def _spec(batches=(64, 256)):
+    return ExperimentSpec(seeds=[0, 1, 2], batch_sizes=list(batches),
+                          datasets=[DatasetSpec("d", "fashion-tiny", 100)],
+                          settings=[SettingSpec("a"), SettingSpec("b")])
+
+
+def _records(values):
+    """values: {(setting, batch): [per-seed zeroshot]} -> cell records."""
+    return [{"dataset": "d", "setting": s, "batch_size": b, "seed": i, "train_seconds": 1.0,
+             "metrics": {"zeroshot": v}}
+            for (s, b), vs in values.items() for i, v in enumerate(vs)]
+
+
+def test_greater_claim_counts_wins_ties_and_losses_by_two_standard_errors():
+    spec = _spec()
+    claim = ClaimSpec("c", "a beats b", "greater", ["a"], ["b"], ["zeroshot"])
+    # batch 64: a - b = 0.1, se = sqrt(2 * (0.01^2 / 3)) = 0.0082 -> win; batch 256: identical -> tie
+    groups = summarise(_records({("a", 64): [0.59, 0.60, 0.61], ("b", 64): [0.49, 0.50, 0.51],
+                                 ("a", 256): [0.5, 0.6, 0.7], ("b", 256): [0.5, 0.6, 0.7]}))
+    v = judge(claim, spec, groups)
+    outcomes = {c.batch: (c.outcome, c.diff, c.se) for c in v.conditions}
+    assert outcomes["64"][0] == "win"
+    assert outcomes["64"][1] == pytest.approx(0.1)
+    assert outcomes["64"][2] == pytest.approx(math.sqrt(2 * 0.01 ** 2 / 3))
+    assert outcomes["256"][0] == "tie"
+    assert v.verdict == "inconclusive"  # one win of two conditions is not a majority
+
+    groups = summarise(_records({("a", 64): [0.59, 0.60, 0.61], ("b", 64): [0.49, 0.50, 0.51],
+                                 ("a", 256): [0.69, 0.70, 0.71], ("b", 256): [0.49, 0.50, 0.51]}))
+    assert judge(claim, spec, groups).verdict == "supported"
+
+    groups = summarise(_records({("a", 64): [0.49, 0.50, 0.51], ("b", 64): [0.59, 0.60, 0.61],
+                                 ("a", 256): [0.69, 0.70, 0.71], ("b", 256): [0.49, 0.50, 0.51]}))
+    assert judge(claim, spec, groups).verdict == "not supported"  # one loss, one win
+
+
+def test_not_less_tolerates_ties_but_not_losses():
+    spec = _spec()
+    claim = ClaimSpec("c", "a is as good", "not_less", ["a"], ["b"], ["zeroshot"])
+    same = {("a", 64): [0.5, 0.6, 0.7], ("b", 64): [0.5, 0.6, 0.7],
+            ("a", 256): [0.5, 0.6, 0.7], ("b", 256): [0.5, 0.6, 0.7]}
+    assert judge(claim, spec, summarise(_records(same))).verdict == "supported"
+    worse = dict(same)
+    worse[("a", 64)] = [0.1, 0.11, 0.12]
+    worse[("a", 256)] = [0.1, 0.11, 0.12]
+    assert judge(claim, spec, summarise(_records(worse))).verdict == "not supported"
+
+
+def test_gap_claim_compares_small_and_large_batch_differences():
+    spec = _spec()
+    claim = ClaimSpec("g", "gap", "gap_grows_as_batch_shrinks", ["a"], ["b"], ["zeroshot"])
+    groups = summarise(_records({("a", 64): [0.69, 0.70, 0.71], ("b", 64): [0.49, 0.50, 0.51],
+                                 ("a", 256): [0.51, 0.52, 0.53], ("b", 256): [0.49, 0.50, 0.51]}))
+    v = judge(claim, spec, groups)
+    (c,) = v.conditions
+    assert c.batch == "64 vs 256"
+    assert c.diff == pytest.approx(0.2 - 0.02)
+    assert c.se == pytest.approx(math.sqrt(4 * 0.01 ** 2 / 3))
+    assert v.verdict == "supported"
+
+
+def test_extract_reads_each_metric_from_its_record():
+    records = [
+        {"dataset": "fashion-mnist", "task": "zeroshot_classification", "metrics": {"acc1": 0.7}},
+        {"dataset": "fashion-mnist-c", "task": "ood_classification",
+         "metrics": {"zeroshot_shifted_acc1": 0.3, "linear_shifted_acc1": 0.4}},
+        {"dataset": "tuxpaint-style", "task": "ood_classification", "metrics": {"zeroshot_shifted_acc1": 0.2}},
+        {"dataset": "wordsim353", "task": "word_similarity", "metrics": {"wordsim_spearman": 0.1}},
+    ]
+    assert extract(records) == {"zeroshot": 0.7, "ood_zeroshot": 0.3, "ood_linear": 0.4,
+                                "style_zeroshot": 0.2, "wordsim": 0.1}
+
+
+TINY = ["model.vision.width=32", "model.vision.layers=1", "model.vision.heads=2", "model.text.width=32",
+        "model.text.layers=1", "model.text.heads=2", "model.embed_dim=32", "model.prototypes.hidden_dim=64",
+        "model.prototypes.bottleneck_dim=16", "model.prototypes.num_prototypes=32", "train.warmup_steps=1",
+        "data.train_limit=512", "eval.test_limit=200", "eval.linear_train_limit=300"]
+
+
+def _write_spec(path: Path, **changes) -> Path:
+    spec = {"title": "tiny", "seeds": [0], "batch_sizes": [32], "tasks": ["zeroshot", "linear"],
+            "datasets": [{"name": "fm", "config": "fashion-tiny", "samples": 96, "set": TINY}],
+            "settings": [{"name": "clip", "set": ["objective.name=clip"]},
+                         {"name": "xclip", "set": ["objective.name=xclip"]}],
+            "claims": [{"id": "x", "text": "xCLIP beats CLIP", "a": ["xclip"], "b": ["clip"],
+                        "metrics": ["zeroshot", "linear"]}]}
+    spec.update(changes)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"claims": [{"id": "x", "a": ["nope"], "b": ["clip"], "metrics": ["zeroshot"]}]}, "unknown setting"),
+    ({"claims": [{"id": "x", "a": ["xclip"], "b": ["clip"], "metrics": ["accuracy"]}]}, "unknown metric"),
+    ({"settings": [{"name": "clip", "set": ["objective.nam=clip"]}], "claims": []},
+     "experiment cell fm/clip/b32/s0: unknown key .objective.nam."),
+    ({"settings": [{"name": "clip"}, {"name": "clip"}]}, "'clip' appears twice"),
+    ({"batch_sizes": [0]}, "batch_sizes"),
+    ({"seed": [1]}, "unknown key 'seed'"),
+])
+def test_spec_errors_name_the_key(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_spec(_write_spec(tmp_path / "e.yaml", **change))
+
+
+def test_missing_experiment_file_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["experiment", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_grid_runs_resumes_and_writes_the_page(tmp_path, capsys):
+    spec_file = _write_spec(tmp_path / "e.yaml")
+    out, page = tmp_path / "grid", tmp_path / "docs" / "results.md"
+    args = ["experiment", str(spec_file), "--out", str(out), "--page", str(page)]
+    assert main(args) == 0
+    cells = sorted(out.glob("cells/**/cell.json"))
+    assert len(cells) == 2
+    first = {c: c.read_text() for c in cells}
+    record = json.loads(cells[0].read_text())
+    assert record["steps"] == 3 and record["samples"] == 96
+    assert {"zeroshot", "linear"} <= set(record["metrics"])
+    run_dir = cells[0].parent / "run"
+    assert (run_dir / "results.json").is_file() and not (run_dir / "model.safetensors").exists()
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert {g["setting"] for g in summary["groups"]} == {"clip", "xclip"}
+    assert summary["claims"][0]["id"] == "x"
+    text = page.read_text()
+    assert text.startswith("# tiny\n\nGenerated by `lipkit experiment ")
+    assert "| xCLIP beats CLIP |" in text and (page.parent / "results" / "fm.png").is_file()
+
+    capsys.readouterr()
+    assert main(args) == 0  # everything done: nothing reruns
+    assert "0 cells run" in capsys.readouterr().out
+    assert {c: c.read_text() for c in cells} == first
+
+    # Changing one setting retrains only its cell.
+    _write_spec(spec_file, settings=[{"name": "clip", "set": ["objective.name=clip"]},
+                                     {"name": "xclip", "set": ["objective.name=xclip", "train.lr=5e-4"]}])
+    capsys.readouterr()
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert "1 already done, 1 to run" in log and "fm/xclip/b32/s0" in log and "fm/clip/b32" not in log
+    clip_cell = out / "cells/fm/clip/b32/s0/cell.json"
+    assert clip_cell.read_text() == first[clip_cell]
+
+
+@pytest.mark.slow
+def test_a_trained_cell_without_its_record_is_only_evaluated(tmp_path, capsys):
+    spec_file = _write_spec(tmp_path / "e.yaml", keep="models",
+                            settings=[{"name": "clip", "set": ["objective.name=clip"]}], claims=[])
+    args = ["experiment", str(spec_file), "--out", str(tmp_path / "grid")]
+    assert main(args) == 0
+    cell_dir = tmp_path / "grid/cells/fm/clip/b32/s0"
+    assert (cell_dir / "run/model.safetensors").is_file()  # keep: models
+    before = json.loads((cell_dir / "cell.json").read_text())
+    (cell_dir / "cell.json").unlink()
+    model_mtime = (cell_dir / "run/model.safetensors").stat().st_mtime_ns
+    assert main(args) == 0
+    after = json.loads((cell_dir / "cell.json").read_text())
+    assert (cell_dir / "run/model.safetensors").stat().st_mtime_ns == model_mtime  # not retrained
+    assert after["train_seconds"] == before["train_seconds"]
+    assert after["metrics"] == pytest.approx(before["metrics"])
