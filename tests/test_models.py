@@ -142,3 +142,76 @@ def test_patch_dropout_out_of_range_is_refused():
     cfg.vision.patch_dropout = 1.0
     with pytest.raises(ValueError, match="patch_dropout must be in"):
         LIPModel(cfg)
+
+
+def test_adapter_starts_as_identity_and_feeds_every_head():
+    cfg = tiny_cfg()
+    cfg.adapter_layers = 2
+    model = LIPModel(cfg)
+    images, tokens = batch()
+    out = model(images, tokens)
+    torch.testing.assert_close(out["image_features"], model.vision(images))  # zero-initialised output layers
+    with torch.no_grad():
+        for block in list(model.image_adapter) + list(model.text_adapter):
+            block.fc_out.weight.normal_(std=0.1)
+    out = model(images, tokens)
+    trunk = model.image_trunk(images)
+    expected = model.vision(images)
+    for block in model.image_adapter:
+        expected = expected + block.fc_out(torch.nn.functional.gelu(block.fc_in(block.norm(expected))))
+    torch.testing.assert_close(trunk, expected)
+    torch.testing.assert_close(out["image_features"], trunk)
+    torch.testing.assert_close(model.encode_image(images), model.image_projection(trunk))
+    torch.testing.assert_close(out["text_protos"], model.text_prototypes(model.text_trunk(tokens)))
+    # Cached tower features (LiT) go through the adapter too.
+    cached = model(model.vision(images), model.text(tokens))
+    torch.testing.assert_close(cached["image_embeds"], out["image_embeds"])
+
+
+def test_fixed_logit_scale_is_a_buffer_outside_the_optimizer(tmp_path):
+    cfg = tiny_cfg()
+    cfg.learn_logit_scale, cfg.init_logit_scale = False, 50.0
+    model = LIPModel(cfg)
+    assert "log_logit_scale" not in dict(model.named_parameters())
+    assert "log_logit_scale" in model.state_dict()
+    images, tokens = batch()
+    assert model(images, tokens)["logit_scale"].item() == pytest.approx(50.0)
+    save_model(model, tmp_path)
+    again = LIPModel(cfg)
+    load_state_into(again, tmp_path / "model.safetensors")
+    assert again.log_logit_scale.item() == pytest.approx(math.log(50.0))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_last_block_on_the_pooled_row_only_matches_the_full_block(causal):
+    """The towers compute their last block for the cls / EOS row only; outputs and every
+    gradient must equal running the whole last block and then pooling."""
+    torch.manual_seed(0)
+    model = LIPModel(tiny_cfg(causal=causal)).double()
+    images, tokens = batch()
+    images = images.double()
+
+    def full_vision(x):
+        v = model.vision
+        h = v.patchify(x).flatten(2).transpose(1, 2) + v.pos_embed[:, 1:]
+        cls = (v.cls_token + v.pos_embed[:, :1]).expand(h.shape[0], -1, -1)
+        return v.norm_post(v.transformer(v.norm_pre(torch.cat([cls, h], 1)))[:, 0])
+
+    def full_text(t):
+        m = model.text
+        n = int((t != 0).any(0).nonzero().max()) + 1
+        t = t[:, :n]
+        valid = t != 0
+        h = m.token_embed(t) + m.pos_embed[:, :n]
+        h = m.transformer(h, causal=True) if causal else m.transformer(h, attn_mask=valid[:, None, None, :])
+        return m.norm_final(h)[torch.arange(len(t)), valid.sum(1) - 1]
+
+    for ours, reference, x in ((model.vision, full_vision, images), (model.text, full_text, tokens)):
+        out, ref = ours(x), reference(x)
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        g = torch.randn_like(out)
+        params = [p for p in ours.parameters()]
+        grads = torch.autograd.grad((out * g).sum(), params, allow_unused=True)
+        grads_ref = torch.autograd.grad((ref * g).sum(), params, allow_unused=True)
+        for a, b in zip(grads, grads_ref):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

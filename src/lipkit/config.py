@@ -64,6 +64,7 @@ class ModelConfig:
     text: TextConfig = field(default_factory=TextConfig)
     embed_dim: int = 128
     init_logit_scale: float = 1 / 0.07
+    learn_logit_scale: bool = True  # false fixes the scale at init_logit_scale (a fixed temperature)
     max_logit_scale: float = 100.0
     prototypes: PrototypeHeadConfig = field(default_factory=PrototypeHeadConfig)
     # LiT: freeze a tower (weights and norm statistics) except its last N blocks.
@@ -71,6 +72,10 @@ class ModelConfig:
     lock_image_unlocked_blocks: int = 0
     lock_text: bool = False
     lock_text_unlocked_blocks: int = 0
+    # Trainable residual MLP blocks on each tower's pooled features, shared by every head. With
+    # locked towers (LiT) they are the only shared trainable trunk, so CLIP and nCLIP heads can
+    # interact through them while the tower features stay cached.
+    adapter_layers: int = 0
     # Which heads to build: "clip" (linear projections) and/or "prototypes" (nCLIP heads).
     # Empty means "what the objective needs"; the trainer fills it in and the run records it.
     heads: list[str] = field(default_factory=list)

@@ -96,12 +96,12 @@ def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalM
     # (tests/test_eval_runner.py checks that these hooks reproduce it).
     head = model.image_projection if "clip" in model.heads else model.image_prototypes
     em = EvalModel(model, tokenizer, preprocess, name=run_dir.name, pretrained=str(run_dir),
-                   eval=cfg.eval, run=cfg, run_dir=run_dir, image_features=model.vision,
-                   text_features=model.text, image_head=head, seed=cfg.train.seed,
+                   eval=cfg.eval, run=cfg, run_dir=run_dir, image_features=model.image_trunk,
+                   text_features=model.text_trunk, image_head=head, seed=cfg.train.seed,
                    preprocess_array=array_path)
     if "prototypes" in model.heads:
         em.image_prototype_head = model.image_prototypes
-        em.text_prototypes = lambda t: model.text_prototypes(model.text(t))
+        em.text_prototypes = lambda t: model.text_prototypes(model.text_trunk(t))
         em.num_prototypes = cfg.model.prototypes.num_prototypes
         em.prototype_temperature = cfg.objective.nclip.temperature
     return em

@@ -30,3 +30,26 @@ class PrototypeHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.mlp(features), dim=-1)
         return F.linear(z, F.normalize(self.prototypes, dim=-1))
+
+
+class ResidualAdapter(nn.Sequential):
+    """`layers` pre-norm residual MLP blocks (width -> width -> width, GELU) on pooled features.
+    Each block's output layer starts at zero, so an adapter starts as the identity."""
+
+    def __init__(self, width: int, layers: int):
+        super().__init__(*(_AdapterBlock(width) for _ in range(layers)))
+
+
+class _AdapterBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc_in = nn.Linear(width, width)
+        self.fc_out = nn.Linear(width, width)
+        nn.init.trunc_normal_(self.fc_in.weight, std=width**-0.5)
+        nn.init.zeros_(self.fc_in.bias)
+        nn.init.zeros_(self.fc_out.weight)
+        nn.init.zeros_(self.fc_out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc_out(F.gelu(self.fc_in(self.norm(x))))

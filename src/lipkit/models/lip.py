@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipkit.config import ConfigError, ModelConfig
-from lipkit.models.heads import PrototypeHead
+from lipkit.models.heads import PrototypeHead, ResidualAdapter
 from lipkit.models.towers import build_text_tower, build_vision_tower
 
 HEADS = ("clip", "prototypes")
@@ -51,12 +51,20 @@ class LIPModel(nn.Module):
             self._frozen += lock_tower(self.vision, cfg.lock_image_unlocked_blocks, "lock_image")
         if cfg.lock_text:
             self._frozen += lock_tower(self.text, cfg.lock_text_unlocked_blocks, "lock_text")
+        if cfg.adapter_layers < 0:
+            raise ConfigError(f"model.adapter_layers: must be >= 0, got {cfg.adapter_layers}")
+        self.image_adapter = ResidualAdapter(self.vision.width, cfg.adapter_layers)
+        self.text_adapter = ResidualAdapter(self.text.width, cfg.adapter_layers)
         if "clip" in heads:
             self.image_projection = nn.Linear(self.vision.width, cfg.embed_dim, bias=False)
             self.text_projection = nn.Linear(self.text.width, cfg.embed_dim, bias=False)
             nn.init.normal_(self.image_projection.weight, std=self.vision.width**-0.5)
             nn.init.normal_(self.text_projection.weight, std=self.text.width**-0.5)
-            self.log_logit_scale = nn.Parameter(torch.tensor(math.log(cfg.init_logit_scale)))
+            log_scale = torch.tensor(math.log(cfg.init_logit_scale))
+            if cfg.learn_logit_scale:
+                self.log_logit_scale = nn.Parameter(log_scale)
+            else:  # a buffer: same state-dict key, never in the optimizer
+                self.register_buffer("log_logit_scale", log_scale)
         if "prototypes" in heads:
             self.image_prototypes = PrototypeHead(self.vision.width, cfg.prototypes)
             self.text_prototypes = PrototypeHead(self.text.width, cfg.prototypes)
@@ -99,6 +107,7 @@ class LIPModel(nn.Module):
     def heads_from_features(
         self, image_features: torch.Tensor, text_features: torch.Tensor, heads: Iterable[str]
     ) -> dict[str, torch.Tensor]:
+        image_features, text_features = self.image_adapter(image_features), self.text_adapter(text_features)
         out = {"image_features": image_features, "text_features": text_features}
         if "clip" in heads:
             out["image_embeds"] = F.normalize(self.image_projection(image_features), dim=-1)
@@ -112,13 +121,20 @@ class LIPModel(nn.Module):
     # ------------------------------------------------------------------ encoders (eval contract)
     # A model without CLIP projections (nCLIP alone) embeds in prototype space: its K logits are
     # the only space its objective aligns across the two modalities.
+    def image_trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features every image head reads: the tower, then the adapter (if any)."""
+        return self.image_adapter(self.vision(images))
+
+    def text_trunk(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.text_adapter(self.text(tokens))
+
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        f = self.vision(images)
+        f = self.image_trunk(images)
         x = self.image_projection(f) if "clip" in self.heads else self.image_prototypes(f)
         return F.normalize(x, dim=-1) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        f = self.text(tokens)
+        f = self.text_trunk(tokens)
         x = self.text_projection(f) if "clip" in self.heads else self.text_prototypes(f)
         return F.normalize(x, dim=-1) if normalize else x
 
