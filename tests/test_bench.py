@@ -32,10 +32,13 @@ def test_tiny_arch_matches_the_issue_and_counts_flops_like_the_formula():
     counter = counting_flops()
     with counter, torch.no_grad():
         model.encode_image(images)
-    # Per image: patch conv + 6 blocks (qkv, proj, 2 MLP matmuls, QK^T and AV) + projection.
+    # Per image: patch conv + 5 full blocks (qkv, proj, 2 MLP matmuls, QK^T and AV) + the last
+    # block, where only the cls row is read (keys and values for all 65 tokens; query, attention,
+    # proj and MLP for one row) + projection.
     n, w = 65, 256
     block = 2 * n * (3 * w * w + w * w + 8 * w * w) + 2 * 2 * n * n * w
-    expected = 2 * (2 * 64 * w * 3 * 8 * 8 + 6 * block + 2 * w * 256)
+    last = 2 * (n * 2 * w * w + (w * w + w * w + 8 * w * w)) + 2 * 2 * 1 * n * w
+    expected = 2 * (2 * 64 * w * 3 * 8 * 8 + 5 * block + last + 2 * w * 256)
     assert counter.get_total_flops() == expected
 
 
@@ -68,3 +71,18 @@ def test_bench_command_without_peer_env_is_a_clear_error(tmp_path, monkeypatch):
         pytest.skip("open_clip is importable in this environment")
     assert proc.returncode == 2
     assert "run `make bench` first" in proc.stderr
+
+
+def test_tensor_peak_counts_live_tensor_bytes_from_profiler_events():
+    from lipkit.bench.memory import tensor_peak_bytes
+
+    def work():
+        a = torch.ones(1000, 1000)  # 4 MB
+        b = torch.ones(1000, 1000)  # 8 MB live
+        del a
+        c = torch.ones(2000, 1000)  # 4 + 8 = 12 MB live: the peak
+        del b, c
+        d = torch.ones(500, 1000)  # 2 MB, after the peak
+        del d
+
+    assert tensor_peak_bytes(work) == 12_000_000

@@ -40,15 +40,14 @@ class TextTransformer(nn.Module):
         n = max(1, int(valid.any(0).nonzero().max()) + 1) if valid.any() else 1
         tokens, valid = tokens[:, :n], valid[:, :n]
         x = self.token_embed(tokens) + self.pos_embed[:, :n]
-        if self.cfg.causal:
-            # Right padding comes after EOS, so a causal mask alone keeps it out of the pooled token.
-            x = self.transformer(x, causal=True)
-        else:
-            key_mask = valid[:, None, None, :]  # [B,1,1,L]: attend only to real tokens
-            x = self.transformer(x, attn_mask=key_mask)
-        x = self.norm_final(x)
+        # Right padding comes after EOS, so with a causal mask alone it never reaches the EOS token.
+        key_mask = None if self.cfg.causal else valid[:, None, None, :]  # [B,1,1,L]: real tokens only
         if self.cfg.pooling == "eos":
             last = valid.long().sum(1).clamp(min=1) - 1
-            return x[torch.arange(x.shape[0], device=x.device), last]
+            if not len(self.transformer.blocks):
+                return self.norm_final(x[torch.arange(x.shape[0], device=x.device), last])
+            # Only the EOS row of the last block is read: compute just that row there.
+            return self.norm_final(self.transformer(x, attn_mask=key_mask, causal=self.cfg.causal, rows=last))
+        x = self.norm_final(self.transformer(x, attn_mask=key_mask, causal=self.cfg.causal))
         w = valid.to(x.dtype).unsqueeze(-1)
         return (x * w).sum(1) / w.sum(1).clamp(min=1)

@@ -1,4 +1,9 @@
-"""Pre-norm transformer block shared by both towers: fused qkv, F.scaled_dot_product_attention."""
+"""Pre-norm transformer block shared by both towers: fused qkv, F.scaled_dot_product_attention.
+
+A tower that reads one position of the last block's output (the cls token, the EOS token) passes
+`rows` (that position per sample): the last block then computes keys and values for every
+position but queries, attention output and MLP for that row only, the same numbers as the full
+block at about 1/6 of its cost on long sequences."""
 from __future__ import annotations
 
 import torch
@@ -25,6 +30,23 @@ class Attention(nn.Module):
         )
         return self.proj(out.transpose(1, 2).reshape(b, n, w))
 
+    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                     causal: bool = False) -> torch.Tensor:
+        """Attention output [B, W] at position rows[i] of each sample i (keys: every position)."""
+        b, n, w = x.shape
+        d = w // self.heads
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[torch.arange(b, device=x.device), rows], weight[:w], bias[:w])
+        k, v = F.linear(x, weight[w:], bias[w:]).view(b, n, 2, self.heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        if causal:  # the row sees the keys up to itself
+            visible = (torch.arange(n, device=x.device) <= rows[:, None])[:, None, None, :]
+            attn_mask = visible if attn_mask is None else attn_mask & visible
+        out = F.scaled_dot_product_attention(
+            q.view(b, 1, self.heads, d).transpose(1, 2), k, v, attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.proj(out.reshape(b, w))
+
 
 class Block(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
@@ -36,9 +58,15 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), attn_mask, causal))
-        return x + self.drop(self.mlp(self.norm2(x)))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, causal: bool = False,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, N, W] -> [B, N, W]; with `rows` ([B] positions), only those rows: [B, W]."""
+        if rows is None:
+            x = x + self.drop(self.attn(self.norm1(x), attn_mask, causal))
+            return x + self.drop(self.mlp(self.norm2(x)))
+        y = x[torch.arange(x.shape[0], device=x.device), rows]
+        y = y + self.drop(self.attn.forward_rows(self.norm1(x), rows, attn_mask, causal))
+        return y + self.drop(self.mlp(self.norm2(y)))
 
 
 class Transformer(nn.Module):
@@ -46,9 +74,13 @@ class Transformer(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout) for _ in range(layers))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, attn_mask, causal)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, causal: bool = False,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, N, W] -> [B, N, W]; with `rows`, the last block's output at those rows: [B, W]."""
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # Through __call__ (not a separate method), so FSDP's and DDP's module hooks run.
+            x = block(x, attn_mask, causal, rows if i == last else None)
         return x
 
 

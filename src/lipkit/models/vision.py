@@ -43,8 +43,12 @@ class VisionTransformer(nn.Module):
         if self.training and self.cfg.patch_dropout > 0:
             x = self._drop_patches(x)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        x = self.transformer(self.norm_pre(torch.cat([cls, x], dim=1)))
-        return self.norm_post(x[:, 0])
+        x = self.norm_pre(torch.cat([cls, x], dim=1))
+        if not len(self.transformer.blocks):
+            return self.norm_post(x[:, 0])
+        # Only the cls row of the last block is read: compute just that row there.
+        cls_rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.norm_post(self.transformer(x, rows=cls_rows))
 
     def _drop_patches(self, x: torch.Tensor) -> torch.Tensor:
         b, n, w = x.shape
