@@ -73,6 +73,30 @@ def test_weight_decay_skips_norms_biases_and_logit_scale():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
 
 
+def test_fused_adamw_matches_the_adamw_formula():
+    """build_optimizer's (fused) AdamW step against the decoupled-decay formula, written out."""
+    from lipkit.config import TrainConfig
+    from lipkit.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    t = TrainConfig(lr=0.01, weight_decay=0.1, beta1=0.9, beta2=0.98, eps=1e-6)
+    opt = build_optimizer([lin], t)
+    assert opt.defaults["fused"]
+    w = lin.weight.detach().clone()
+    m, v = torch.zeros_like(w), torch.zeros_like(w)
+    for step in range(1, 4):
+        opt.zero_grad()
+        (lin(torch.randn(5, 4)) ** 2).sum().backward()
+        g = lin.weight.grad.detach().clone()
+        opt.step()
+        m = t.beta1 * m + (1 - t.beta1) * g
+        v = t.beta2 * v + (1 - t.beta2) * g * g
+        m_hat, v_hat = m / (1 - t.beta1 ** step), v / (1 - t.beta2 ** step)
+        w = w * (1 - t.lr * t.weight_decay) - t.lr * m_hat / (v_hat.sqrt() + t.eps)
+        torch.testing.assert_close(lin.weight.detach(), w, rtol=1e-5, atol=1e-7)
+
+
 def test_warmup_then_cosine():
     cfg = load_config("fashion-tiny", ["train.steps=110", "train.warmup_steps=10", "train.min_lr_ratio=0.1"])
     t = cfg.train

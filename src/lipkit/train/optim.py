@@ -22,13 +22,24 @@ def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
     ]
 
 
+def _fusable(groups: list[dict]) -> bool:
+    """Plain float tensors on CPU or CUDA: AdamW's fused kernel applies (not to FSDP's DTensors)."""
+    return all(type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") and p.is_floating_point()
+               for g in groups for p in g["params"])
+
+
 def build_optimizer(modules: list[nn.Module], cfg: TrainConfig) -> torch.optim.AdamW:
+    # The fused kernel updates each tensor in one pass; foreach on CPU runs one op per tensor per
+    # AdamW term, which costs a few percent of a small model's step (lipkit bench tiny).
+    groups = param_groups(modules, cfg.weight_decay)
+    fused = _fusable(groups)
     return torch.optim.AdamW(
-        param_groups(modules, cfg.weight_decay),
+        groups,
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
-        foreach=True,
+        fused=fused,
+        foreach=None if fused else True,
     )
 
 
