@@ -75,7 +75,7 @@ def median(xs: list[float]) -> float:
 
 def peak_memory_mib(trainer: str, arch: str, steps: int = 3, batch_size: int | None = None,
                     full_captions: bool = False) -> float:
-    """Peak resident memory added by building `trainer`'s model and running `steps` steps, measured
+    """Peak tensor memory (see lipkit.bench.memory) of building `trainer`'s model and running `steps` steps, measured
     in a fresh process so the two trainers don't share a high-water mark."""
     cmd = [sys.executable, "-m", "lipkit.bench.memory", trainer, arch, str(steps), str(batch_size or 0),
            "full" if full_captions else "short"]
