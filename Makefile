@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipkit-installed
 
-.PHONY: demo test install bench clean chromium cairo theory-docs
+.PHONY: demo test install bench clean chromium cairo theory-docs results
 
 install: $(STAMP)
 
@@ -64,6 +64,10 @@ bench: $(STAMP) $(PEER_STAMP)
 # The theory lab's figures and JSON in docs/theory/ (docs/theory.md shows them): < 2 min CPU.
 theory-docs: $(STAMP)
 	$(VENV)/bin/lipkit theory all --out docs/theory
+
+# The paper-claims grid (144 runs, about 45 min on 2 cores; rerun to resume) and docs/results.md.
+results: $(STAMP) cairo
+	$(VENV)/bin/lipkit experiment experiments/paper-claims.yaml --out runs/paper-claims --page docs/results.md
 
 clean:
 	rm -rf $(VENV) $(PEER) runs .pytest_cache

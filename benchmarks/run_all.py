@@ -38,7 +38,7 @@ def bench(args: list[str]) -> tuple[str, dict]:
 
 
 def compare_rows(results: list[tuple[str, dict]]) -> list[str]:
-    rows = ["| config | captions | lipkit / open_clip samples/s | peak memory lipkit / open_clip | lipkit samples/s | "
+    rows = ["| config | captions | lipkit / open_clip samples/s | peak tensor memory lipkit / open_clip | lipkit samples/s | "
             "open_clip samples/s | GFLOP/sample lipkit, open_clip | share of matmul peak lipkit, open_clip | command |",
             "|---|---|---|---|---|---|---|---|---|"]
     for cmd, r in results:
@@ -86,6 +86,12 @@ def main() -> None:
         "## lipkit vs open_clip, training",
         "",
         *compare_rows(compares),
+        "",
+        "Peak tensor memory is the most tensor bytes alive at once while building the model and "
+        "running three training steps (from the profiler's allocation and free events, each "
+        "trainer in a fresh process): it does not depend on how the C allocator pools memory, so "
+        "it repeats to the byte. Resident-set peaks (`rss_peak_mib` of `python -m "
+        "lipkit.bench.memory`) vary by tens of MiB from run to run.",
         "",
         "## lipkit against itself",
         "",

@@ -37,7 +37,7 @@ class CompareResult:
             f"{self.rounds} alternating steps each",
             f"  ratio lipkit / open_clip samples/s : {self.ratio:.3f}x",
             f"  samples/s      lipkit {self.lipkit_samples_per_s:8.2f}   open_clip {self.open_clip_samples_per_s:8.2f}",
-            f"  peak memory    lipkit {self.lipkit_peak_mib:8.0f}   open_clip {self.open_clip_peak_mib:8.0f} MiB"
+            f"  peak tensors   lipkit {self.lipkit_peak_mib:8.0f}   open_clip {self.open_clip_peak_mib:8.0f} MiB"
             f"   (ratio {self.lipkit_peak_mib / self.open_clip_peak_mib:.3f})",
             f"  GFLOP/sample   lipkit {self.lipkit_gflops_per_sample:8.3f}   open_clip {self.open_clip_gflops_per_sample:8.3f}"
             " (training step)",

@@ -10,7 +10,7 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     from lipkit.experiment import load_spec
     from lipkit.experiment.outputs import write_results
-    from lipkit.experiment.runner import CELL_FILE, GridResult, _read, run_grid
+    from lipkit.experiment.runner import CELL_FILE, GridResult, _read, grid_wall_seconds, run_grid
     from lipkit.experiment.grid import build_cells
 
     spec = load_spec(args.file)
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         if result.stopped_by is not None:
             return 0
     command = "lipkit experiment " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    written = write_results(spec, result.records, out, command, result.seconds,
+    written = write_results(spec, result.records, out, command, grid_wall_seconds(out),
                             page=Path(args.page) if args.page else None)
     failed = sum("error" in r for r in result.records)
     print(f"experiment: {result.ran} cells run in {result.seconds / 60:.1f} min, {len(result.records)} "

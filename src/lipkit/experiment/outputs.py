@@ -33,7 +33,8 @@ def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command:
                     for v in verdicts]}, indent=2) + "\n")]
     written.append(_text(out / "summary.md", "\n\n".join(
         f"## {d.name}\n\n{dataset_table(spec, groups, d.name)}" for d in spec.datasets) + "\n"))
-    cell_seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in records)
+    cell_seconds = sum(r.get("wall_seconds", r.get("train_seconds", 0) + r.get("eval_seconds", 0))
+                       for r in records)
     cells = build_cells(spec)
     for target in [out / "results.md"] + ([page] if page is not None else []):
         fig_dir = out / "plots" if target == out / "results.md" else target.with_suffix("")

@@ -25,6 +25,7 @@ from .spec import ExperimentSpec
 
 CELL_FILE = "cell.json"
 TRAINED_FILE = "trained.json"
+GRID_FILE = "grid.json"  # wall time summed over invocations
 
 
 @dataclass
@@ -132,6 +133,7 @@ def run_grid(spec: ExperimentSpec, out: Path, log=functools.partial(print, flush
             log(f"stopped by {stopped} in {cell.key}; its checkpoint is kept. Run the same command "
                 "again to continue.")
             break
+        record["wall_seconds"] = time.perf_counter() - t0  # loading, training, evaluation
         _write(cell.directory(out) / CELL_FILE, record)
         if spec.keep == "results":
             _prune(cell.directory(out) / "run")
@@ -144,4 +146,12 @@ def run_grid(spec: ExperimentSpec, out: Path, log=functools.partial(print, flush
         log(f"[{i}/{len(cells)}] {cell.key}: {time.perf_counter() - t0:.0f}s  {outcome}  "
             f"(elapsed {_clock(elapsed)}{eta})")
     result.seconds = time.perf_counter() - start
+    totals = _read(out / GRID_FILE) or {}
+    _write(out / GRID_FILE, {"wall_seconds": totals.get("wall_seconds", 0.0) + result.seconds,
+                             "invocations": totals.get("invocations", 0) + 1})
     return result
+
+
+def grid_wall_seconds(out: Path) -> float:
+    """Wall time of every `lipkit experiment` invocation on DIR so far (0 when none recorded)."""
+    return (_read(out / GRID_FILE) or {}).get("wall_seconds", 0.0)

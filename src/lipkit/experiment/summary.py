@@ -76,7 +76,8 @@ def dataset_table(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str,
     rows = []
     for g in sorted(rows_of, key=lambda g: (order[g.setting], g.batch_size)):
         row = {"setting": spec.setting(g.setting).title, "batch": g.batch_size,
-               "seeds": f"{g.seeds}" + (f" ({g.failed} failed)" if g.failed else "")}
+               "seeds": f"{g.seeds}" + (f" ({g.failed} failed)" if g.failed else ""),
+               "train s": f"{g.train_seconds:.0f}"}
         row.update({METRICS[m].label: g.metrics[m].text() for m in present if m in g.metrics})
         rows.append(row)
-    return format_table(rows, ["setting", "batch", "seeds"] + [METRICS[m].label for m in present])
+    return format_table(rows, ["setting", "batch", "seeds", "train s"] + [METRICS[m].label for m in present])
