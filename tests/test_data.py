@@ -374,3 +374,14 @@ def test_build_train_dataset_errors():
         build_train_dataset(DataConfig(caption_templates=["nope"]))
     with pytest.raises(ConfigError, match="data.train_limit"):
         build_train_dataset(DataConfig(train_limit=-5))
+
+
+def test_batched_items_equal_single_items(pairs):
+    pairs.set_epoch(3)
+    indices = [0, 17, 59_999, -2]
+    for single, batched in zip([pairs[i] for i in indices], pairs.__getitems__(indices)):
+        assert torch.equal(single["image"], batched["image"])
+        assert (single["caption"], single["label"], single["index"]) == \
+               (batched["caption"], batched["label"], batched["index"])
+    with pytest.raises(IndexError, match="60000"):
+        pairs.__getitems__([0, 60_000])

@@ -123,3 +123,15 @@ def test_trains_from_a_generator(tok):
 def test_single_string_and_empty_batch(tok):
     assert torch.equal(tok("a coat"), tok(["a coat"]))
     assert tok([]).shape == (0, L)
+
+
+def test_memo_gives_the_same_rows_as_a_fresh_encoding(tok, monkeypatch):
+    texts = [CORPUS[0], CORPUS[1], CORPUS[0], "an unseen caption"]
+    fresh = Tokenizer(tok._hf)
+    expected = torch.tensor([e.ids for e in tok._hf.encode_batch(texts)])
+    assert torch.equal(fresh(texts), expected)
+    first = fresh(texts)
+    first.zero_()  # callers own the returned tensor: the memo is untouched
+    assert torch.equal(fresh(texts), expected)
+    monkeypatch.setattr(Tokenizer, "MEMO_SIZE", 0)  # a full memo still encodes correctly
+    assert torch.equal(Tokenizer(tok._hf)(texts), expected)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import (
@@ -52,8 +53,13 @@ def _specials(hf: _HFTokenizer) -> tuple[str, str, str]:
 
 
 class Tokenizer:
+    # Captions repeat (templates over a few class names, several epochs): each distinct text is
+    # encoded once and its row kept, up to this many texts.
+    MEMO_SIZE = 100_000
+
     def __init__(self, hf: _HFTokenizer):
         self._hf = hf
+        self._memo: dict[str, np.ndarray] = {}
         _, sos, eos = _specials(hf)
         self._sos, self._eos = hf.token_to_id(sos), hf.token_to_id(eos)
 
@@ -138,9 +144,18 @@ class Tokenizer:
         """LongTensor [B, context_length]: <sos> tokens <eos> <pad>..."""
         if isinstance(texts, str):
             texts = [texts]
-        encodings = self._hf.encode_batch(list(texts))
-        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-        return ids.reshape(len(encodings), self.context_length)  # keeps the shape for an empty batch
+        texts = list(texts)
+        if not texts:
+            return torch.zeros(0, self.context_length, dtype=torch.long)
+        memo = self._memo
+        missing = list(dict.fromkeys(t for t in texts if t not in memo))
+        if missing:
+            rows = {t: np.asarray(e.ids, dtype=np.int64) for t, e in zip(missing, self._hf.encode_batch(missing))}
+            if len(memo) + len(rows) <= self.MEMO_SIZE:
+                memo.update(rows)
+            else:
+                return torch.from_numpy(np.stack([memo[t] if t in memo else rows[t] for t in texts]))
+        return torch.from_numpy(np.stack([memo[t] for t in texts]))
 
     def decode(self, ids: list[int] | torch.Tensor) -> str:
         if isinstance(ids, torch.Tensor):

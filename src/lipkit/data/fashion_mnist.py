@@ -147,11 +147,25 @@ class FashionMNISTPairs(Dataset):
         self.split, self.seed, self.epoch = split, seed, 0
         self._images, self._labels = images[:n], labels[:n]
 
+    # Items draw from no random generator (templates are chosen by a hash of seed, epoch and
+    # index), so a loader need not seed the generators per item.
+    item_rng = False
+
     def __len__(self) -> int:
         return len(self._labels)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """The items at `indices`, normalised in one pass (a DataLoader batch)."""
+        for index in indices:
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"index {index} out of range for {len(self)} items")
+        idx = [index % len(self) for index in indices]
+        images = normalize(self._images[idx])
+        return [{"image": images[j], "caption": self.caption(i), "label": int(self._labels[i]), "index": i}
+                for j, i in enumerate(idx)]
 
     def caption(self, index: int) -> str:
         label = int(self._labels[index])

@@ -57,6 +57,8 @@ class SeededItems(Dataset):
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(epoch)
             self._epoch = epoch
+        if not getattr(self.dataset, "item_rng", True) and hasattr(self.dataset, "__getitems__"):
+            return self.dataset.__getitems__(list(indices))  # no generator to seed per item
         saved = capture_host_rng() if get_worker_info() is None else None
         try:
             items = []
