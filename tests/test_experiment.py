@@ -163,7 +163,7 @@ def test_tiny_grid_runs_resumes_and_writes_the_page(tmp_path, capsys):
 
     # Changing one setting retrains only its cell.
     _write_spec(spec_file, settings=[{"name": "clip", "set": ["objective.name=clip"]},
-                                     {"name": "xclip", "set": ["objective.name=xclip", "train.lr=5e-4"]}])
+                                     {"name": "xclip", "set": ["objective.name=xclip", "train.lr=0.0005"]}])
     capsys.readouterr()
     assert main(args) == 0
     log = capsys.readouterr().out

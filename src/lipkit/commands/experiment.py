@@ -10,13 +10,13 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     from lipkit.experiment import load_spec
     from lipkit.experiment.outputs import write_results
-    from lipkit.experiment.runner import CELL_FILE, GridResult, _read, grid_wall_seconds, run_grid
+    from lipkit.experiment.runner import GridResult, grid_wall_seconds, load_record, run_grid
     from lipkit.experiment.grid import build_cells
 
     spec = load_spec(args.file)
     out = Path(args.out)
     if args.summary_only:
-        records = [r for c in build_cells(spec) if (r := _read(c.directory(out) / CELL_FILE))]
+        records = [r for c in build_cells(spec) if (r := load_record(c, out))]
         result = GridResult(records=records)
     else:
         result = run_grid(spec, out)

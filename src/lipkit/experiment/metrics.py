@@ -17,6 +17,7 @@ class Metric:
     label: str
     dataset_suffix: str = ""
     any_dataset: bool = False  # word similarity is scored on WordSim-353, whatever the data
+    complement: bool = False  # report 1 - value (so that higher is better)
 
 
 METRICS: dict[str, Metric] = {
@@ -31,8 +32,18 @@ METRICS: dict[str, Metric] = {
     "caption_probe": Metric("caption_probe", "caption_probe_acc1", "caption probe top-1"),
     "wordsim": Metric("word_similarity", "wordsim_spearman", "WordSim-353 Spearman ρ", any_dataset=True),
     "usage_entropy": Metric("prototype_collapse", "image_usage_entropy_ratio", "prototype usage H(p̄)/log K"),
+    "sample_sharpness": Metric("prototype_collapse", "image_sample_entropy_ratio",
+                               "per-sample sharpness 1 − H(p)/log K", complement=True),
     "prototypes_used": Metric("prototype_collapse", "image_distinct_prototypes", "prototypes used (argmax)"),
 }
+
+# The page's two tables per dataset.
+TABLE_GROUPS = (
+    ("transfer and representation", ("zeroshot", "linear", "knn", "retrieval_i2t", "retrieval_t2i",
+                                     "ood_zeroshot", "ood_linear", "style_zeroshot")),
+    ("text and prototypes", ("caption_probe", "wordsim", "usage_entropy", "sample_sharpness",
+                             "prototypes_used")),
+)
 
 
 def extract(records: list[dict]) -> dict[str, float]:
@@ -45,6 +56,7 @@ def extract(records: list[dict]) -> dict[str, float]:
             suffix_ok = r["dataset"].endswith(m.dataset_suffix) if m.dataset_suffix else \
                 not r["dataset"].endswith(("-c", "-style"))
             if m.any_dataset or suffix_ok:
-                out[name] = float(r["metrics"][m.key])
+                value = float(r["metrics"][m.key])
+                out[name] = 1.0 - value if m.complement else value
                 break
     return out

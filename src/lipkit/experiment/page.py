@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .claims import Verdict, metric_label
 from .grid import Cell
+from .metrics import TABLE_GROUPS
 from .spec import ExperimentSpec
 from .summary import Group, Key, dataset_table
 
@@ -83,7 +84,10 @@ def render(spec: ExperimentSpec, cells: list[Cell], groups: dict[Key, Group], ve
         lines += _claim_detail(spec, v)
     lines += ["## Tables (mean ± std over seeds)", ""]
     for d in spec.datasets:
-        lines += [f"### {d.name}", "", dataset_table(spec, groups, d.name), ""]
+        lines += [f"### {d.name}", ""]
+        for title, metrics in TABLE_GROUPS:
+            if any(m in g.metrics for g in groups.values() if g.dataset == d.name for m in metrics):
+                lines += [f"{title.capitalize()}:", "", dataset_table(spec, groups, d.name, list(metrics)), ""]
         if d.name in figures:
             lines += [f"![{d.name}]({_rel(figures[d.name], page)})", ""]
     gap_figures = [(k, p) for k, p in figures.items() if k.startswith("claim:")]

@@ -17,7 +17,7 @@ from .spec import ExperimentSpec  # noqa: E402
 from .summary import Group, Key  # noqa: E402
 
 BAR_METRICS = ("zeroshot", "linear", "knn", "retrieval_i2t", "ood_zeroshot", "caption_probe",
-               "wordsim", "usage_entropy")
+               "wordsim", "usage_entropy", "sample_sharpness")
 
 
 def dataset_bars(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str, path: Path) -> Path | None:

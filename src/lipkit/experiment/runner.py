@@ -106,6 +106,16 @@ def run_cell(cell: Cell, out: Path, spec: ExperimentSpec, memo) -> tuple[dict, s
     return record, None
 
 
+def load_record(cell: Cell, out: Path) -> dict | None:
+    """A finished cell's record, its metrics read again from the run's evaluation records when
+    they are kept (so metrics added to lipkit.experiment.metrics need no retraining)."""
+    record = _read(cell.directory(out) / CELL_FILE)
+    records = _read(cell.directory(out) / "run" / "results.json")
+    if record is not None and "error" not in record and isinstance(records, list):
+        record["metrics"] = extract(records)
+    return record
+
+
 def run_grid(spec: ExperimentSpec, out: Path, log=functools.partial(print, flush=True)) -> GridResult:
     from lipkit.eval.tower_memo import TowerMemo
 
@@ -124,7 +134,7 @@ def run_grid(spec: ExperimentSpec, out: Path, log=functools.partial(print, flush
         f"batch sizes × {len(spec.seeds)} seeds), {len(cells) - remaining} already done, {remaining} to run")
     for i, (cell, needed) in enumerate(zip(cells, todo), 1):
         if not needed:
-            result.records.append(_read(cell.directory(out) / CELL_FILE))
+            result.records.append(load_record(cell, out))
             continue
         t0 = time.perf_counter()
         record, stopped = run_cell(cell, out, spec, memo)
