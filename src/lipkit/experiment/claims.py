@@ -53,7 +53,7 @@ class Verdict:
         return sum(c.outcome == outcome for c in self.conditions)
 
 
-def _difference(groups: dict[Key, Group], dataset: str, batch: int, metric: str, a: str, b: str):
+def difference(groups: dict[Key, Group], dataset: str, batch: int, metric: str, a: str, b: str):
     ga, gb = groups.get((dataset, a, batch)), groups.get((dataset, b, batch))
     if ga is None or gb is None or metric not in ga.metrics or metric not in gb.metrics:
         return None
@@ -70,14 +70,14 @@ def conditions(claim: ClaimSpec, spec: ExperimentSpec, groups: dict[Key, Group])
             for a in claim.a:
                 for b in claim.b:
                     if claim.kind == "gap_grows_as_batch_shrinks":
-                        small = _difference(groups, dataset, batches[0], metric, a, b)
-                        large = _difference(groups, dataset, batches[-1], metric, a, b)
+                        small = difference(groups, dataset, batches[0], metric, a, b)
+                        large = difference(groups, dataset, batches[-1], metric, a, b)
                         if small and large:
                             out.append(Condition(dataset, f"{batches[0]} vs {batches[-1]}", metric, a, b,
                                                  small[0] - large[0], math.hypot(small[1], large[1])))
                         continue
                     for batch in batches:
-                        d = _difference(groups, dataset, batch, metric, a, b)
+                        d = difference(groups, dataset, batch, metric, a, b)
                         if d:
                             out.append(Condition(dataset, str(batch), metric, a, b, *d))
     return out

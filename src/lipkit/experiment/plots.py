@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from lipkit.report.plots import COLOURS, STYLE  # noqa: E402
 
-from .claims import _difference  # noqa: E402
+from .claims import difference  # noqa: E402
 from .metrics import METRICS  # noqa: E402
 from .spec import ExperimentSpec  # noqa: E402
 from .summary import Group, Key  # noqa: E402
@@ -65,7 +65,7 @@ def gap_lines(spec: ExperimentSpec, groups: dict[Key, Group], claim, path: Path)
         drawn = False
         for ax, (dataset, metric) in zip(axes.flat, panels):
             for k, (a, b) in enumerate((a, b) for a in claim.a for b in claim.b):
-                pts = [(batch, _difference(groups, dataset, batch, metric, a, b)) for batch in batches]
+                pts = [(batch, difference(groups, dataset, batch, metric, a, b)) for batch in batches]
                 pts = [(batch, d) for batch, d in pts if d]
                 if not pts:
                     continue
