@@ -1,6 +1,7 @@
 """The experiment file: which runs make up the grid, how they are evaluated, which claims to judge.
 
     title: ...
+    description: ...         # Markdown for the results page: what was chosen and why
     seeds: [0, 1, 2]
     batch_sizes: [64, 256]
     tasks: [zeroshot, linear, knn, retrieval, ood, text, collapse]
@@ -63,6 +64,7 @@ class ClaimSpec:
 @dataclass
 class ExperimentSpec:
     title: str = ""
+    description: str = ""  # Markdown shown under the title: what was chosen and why
     seeds: list[int] = field(default_factory=lambda: [0])
     batch_sizes: list[int] = field(default_factory=list)
     tasks: list[str] = field(default_factory=lambda: ["zeroshot", "linear"])
