@@ -14,12 +14,12 @@ def run(args: argparse.Namespace) -> int:
     from lipkit.experiment.grid import build_cells
 
     spec = load_spec(args.file)
+    cells = build_cells(spec)
     out = Path(args.out)
     if args.summary_only:
-        records = [r for c in build_cells(spec) if (r := load_record(c, out))]
-        result = GridResult(records=records)
+        result = GridResult(records=[r for c in cells if (r := load_record(c, out))])
     else:
-        result = run_grid(spec, out)
+        result = run_grid(spec, out, cells)
         if result.stopped_by is not None:
             return 0
     command = "lipkit experiment " + " ".join(shlex.quote(a) for a in sys.argv[2:])

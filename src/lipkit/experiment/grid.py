@@ -1,10 +1,13 @@
 """The cells of an experiment: one training run per (dataset, setting, batch size, seed)."""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-from lipkit.config import ConfigError, RunConfig, load_config
+from lipkit.config import ConfigError, RunConfig, load_config, to_dict
 
 from .spec import DatasetSpec, ExperimentSpec, SettingSpec
 
@@ -29,7 +32,14 @@ class Cell:
                 f"train.steps={self.steps}", f"train.seed={self.seed}", "train.progress=false"]
 
     def config(self) -> RunConfig:
+        """A fresh run config (training may fill in fields, so each caller gets its own)."""
         return load_config(self.dataset.config, self.overrides())
+
+    @cached_property
+    def digest(self) -> str:
+        """Digest of the cell's run config: a record made under another config is stale."""
+        text = json.dumps(to_dict(self.config()), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def directory(self, out: Path) -> Path:
         return out / "cells" / self.key
@@ -41,7 +51,7 @@ def build_cells(spec: ExperimentSpec) -> list[Cell]:
              for b in spec.batch_sizes for seed in spec.seeds]
     for cell in cells:
         try:
-            cell.config()
+            cell.digest  # builds the config once, so a bad override fails here
         except ConfigError as e:
             raise ConfigError(f"experiment cell {cell.key}: {e}") from None
     return cells

@@ -8,11 +8,10 @@ from pathlib import Path
 from lipkit.checkpoint import atomic_write
 
 from .claims import judge_all
-from .grid import build_cells
 from .page import render
 from .plots import dataset_bars, gap_lines
 from .spec import ExperimentSpec
-from .summary import dataset_table, summarise, to_json
+from .summary import dataset_tables, summarise, to_json
 
 
 def _text(path: Path, text: str) -> Path:
@@ -31,11 +30,10 @@ def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command:
                      "wins": v.count("win"), "ties": v.count("tie"), "losses": v.count("loss"),
                      "conditions": [c.__dict__ | {"outcome": c.outcome} for c in v.conditions]}
                     for v in verdicts]}, indent=2) + "\n")]
-    written.append(_text(out / "summary.md", "\n\n".join(
-        f"## {d.name}\n\n{dataset_table(spec, groups, d.name)}" for d in spec.datasets) + "\n"))
+    written.append(_text(out / "summary.md", "\n".join(
+        line for d in spec.datasets for line in [f"## {d.name}", "", *dataset_tables(spec, groups, d.name)])))
     cell_seconds = sum(r.get("wall_seconds", r.get("train_seconds", 0) + r.get("eval_seconds", 0))
                        for r in records)
-    cells = build_cells(spec)
     for target in [out / "results.md"] + ([page] if page is not None else []):
         fig_dir = out / "plots" if target == out / "results.md" else target.with_suffix("")
         figures = {}
@@ -49,6 +47,6 @@ def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command:
                 if path is not None:
                     figures[f"claim:{c.id}"] = path
         written += list(figures.values())
-        written.append(_text(target, render(spec, cells, groups, verdicts, figures, target, command,
+        written.append(_text(target, render(spec, len(records), groups, verdicts, figures, target, command,
                                             grid_seconds, cell_seconds) + "\n"))
     return written

@@ -7,10 +7,8 @@ import time
 from pathlib import Path
 
 from .claims import Verdict, metric_label
-from .grid import Cell
-from .metrics import TABLE_GROUPS
 from .spec import ExperimentSpec
-from .summary import Group, Key, dataset_table
+from .summary import Group, Key, dataset_tables
 
 
 def _clock(seconds: float) -> str:
@@ -49,7 +47,7 @@ def _claim_detail(spec: ExperimentSpec, v: Verdict) -> list[str]:
     return lines + [""]
 
 
-def render(spec: ExperimentSpec, cells: list[Cell], groups: dict[Key, Group], verdicts: list[Verdict],
+def render(spec: ExperimentSpec, runs: int, groups: dict[Key, Group], verdicts: list[Verdict],
            figures: dict[str, Path], page: Path, command: str, grid_seconds: float,
            cell_seconds: float) -> str:
     date = time.strftime("%Y-%m-%d %H:%M")
@@ -63,7 +61,7 @@ def render(spec: ExperimentSpec, cells: list[Cell], groups: dict[Key, Group], ve
     if spec.description:
         lines += [spec.description.strip(), ""]
     lines += [
-             f"{len(cells)} training runs, each evaluated on: {', '.join(spec.tasks)}. Wall time of "
+             f"{runs} training runs, each evaluated on: {', '.join(spec.tasks)}. Wall time of "
              f"the grid: {_clock(grid_seconds)} (summed over invocations, if it was resumed); of which "
              f"inside the cells (loading, training, evaluation): {_clock(cell_seconds)}.", "",
              "## Verdicts", "",
@@ -87,10 +85,7 @@ def render(spec: ExperimentSpec, cells: list[Cell], groups: dict[Key, Group], ve
         lines += _claim_detail(spec, v)
     lines += ["## Tables (mean ± std over seeds)", ""]
     for d in spec.datasets:
-        lines += [f"### {d.name}", ""]
-        for title, metrics in TABLE_GROUPS:
-            if any(m in g.metrics for g in groups.values() if g.dataset == d.name for m in metrics):
-                lines += [f"{title.capitalize()}:", "", dataset_table(spec, groups, d.name, list(metrics)), ""]
+        lines += [f"### {d.name}", "", *dataset_tables(spec, groups, d.name)]
         if d.name in figures:
             lines += [f"![{d.name}]({_rel(figures[d.name], page)})", ""]
     gap_figures = [(k, p) for k, p in figures.items() if k.startswith("claim:")]

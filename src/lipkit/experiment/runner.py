@@ -8,7 +8,6 @@ mid-training resumes from its newest checkpoint. A cell whose config changed is 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import shutil
 import time
@@ -16,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipkit.checkpoint import CHECKPOINTS_DIR, MODEL_FILE, OBJECTIVE_FILE, atomic_write, list_checkpoints
-from lipkit.config import to_dict
 from lipkit.errors import LipkitError
 
 from .grid import Cell, build_cells
@@ -34,11 +32,6 @@ class GridResult:
     ran: int = 0  # cells trained or evaluated in this call
     stopped_by: str | None = None  # a signal ended training early; rerun to continue
     seconds: float = 0.0
-
-
-def config_digest(cell: Cell) -> str:
-    text = json.dumps(to_dict(cell.config()), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _read(path: Path) -> dict | None:
@@ -78,7 +71,7 @@ def run_cell(cell: Cell, out: Path, spec: ExperimentSpec, memo) -> tuple[dict, s
 
     cell_dir = cell.directory(out)
     run_dir = cell_dir / "run"
-    digest = config_digest(cell)
+    digest = cell.digest
     record = {"cell": cell.key, "dataset": cell.dataset.name, "setting": cell.setting.name,
               "batch_size": cell.batch_size, "seed": cell.seed, "steps": cell.steps,
               "samples": cell.steps * cell.batch_size, "config_digest": digest}
@@ -116,18 +109,19 @@ def load_record(cell: Cell, out: Path) -> dict | None:
     return record
 
 
-def run_grid(spec: ExperimentSpec, out: Path, log=functools.partial(print, flush=True)) -> GridResult:
+def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
+             log=functools.partial(print, flush=True)) -> GridResult:
     from lipkit.eval.tower_memo import TowerMemo
 
     out.mkdir(parents=True, exist_ok=True)
-    cells = build_cells(spec)
+    cells = build_cells(spec) if cells is None else cells
     memo = TowerMemo()
     result = GridResult()
     start = time.perf_counter()
     todo = []
     for cell in cells:
         done = _read(cell.directory(out) / CELL_FILE)
-        todo.append(done is None or done.get("config_digest") != config_digest(cell))
+        todo.append(done is None or done.get("config_digest") != cell.digest)
     remaining = sum(todo)
     log(f"experiment {spec.title or spec.source}: {len(cells)} cells "
         f"({len(spec.datasets)} datasets × {len(spec.settings)} settings × {len(spec.batch_sizes)} "

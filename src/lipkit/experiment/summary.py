@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from lipkit.eval.results import format_table
 
-from .metrics import METRICS
+from .metrics import METRICS, TABLE_GROUPS
 from .spec import ExperimentSpec
 
 
@@ -81,3 +81,12 @@ def dataset_table(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str,
         row.update({METRICS[m].label: g.metrics[m].text() for m in present if m in g.metrics})
         rows.append(row)
     return format_table(rows, ["setting", "batch", "seeds", "train s"] + [METRICS[m].label for m in present])
+
+
+def dataset_tables(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str) -> list[str]:
+    """The dataset's tables, one per group of metrics it has (Markdown lines)."""
+    lines = []
+    for title, metrics in TABLE_GROUPS:
+        if any(m in g.metrics for g in groups.values() if g.dataset == dataset for m in metrics):
+            lines += [f"{title.capitalize()}:", "", dataset_table(spec, groups, dataset, list(metrics)), ""]
+    return lines
