@@ -61,6 +61,8 @@ BROKEN_CASES = {
     "broken/nclip-local-mean-prediction": ("nclip/memax", "lipkit.objectives.nclip.all_reduce_mean"),
     "broken/siglip-gather-without-grad": ("siglip/chunked", "lipkit.objectives.siglip.all_gather_with_grad"),
     "broken/square-gather-without-grad": ("square", "lipkit.objectives.square.all_gather_with_grad"),
+    # the prototype heads' BatchNorm with each rank's own statistics
+    "broken/nclip-local-batchnorm": ("nclip/memax", "lipkit.models.batch_norm.all_reduce_mean"),
 }
 
 

@@ -26,6 +26,11 @@ CASES = {
     "siglip-ddp-accum2": ["objective.name=siglip", "train.strategy=ddp", "train.accum_steps=2"],
     "xclip-fsdp-accum2": ["objective.name=xclip", "objective.nclip.balance=center", "train.strategy=fsdp",
                           "train.accum_steps=2", "train.grad_clip_norm=0.5"],
+    # the prototype heads' BatchNorm over the global batch, under DDP and accumulation
+    "nclip-ddp-accum2": ["objective.name=nclip", "train.strategy=ddp", "train.accum_steps=2"],
+    # both towers locked: nothing for DDP to wrap, the heads and adapters are replicated
+    "xclip-locked-accum2": ["objective.name=xclip", "model.lock_image=true", "model.lock_text=true",
+                            "model.adapter_layers=1", "data.cache_features=false", "train.accum_steps=2"],
 }
 RESUMED = ("siglip-ddp-accum2", "xclip-fsdp-accum2")  # continued from step 5 on 2 processes too
 

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from lipkit.config import (
     ConfigError,
@@ -80,8 +81,26 @@ def test_defaults_match_the_papers():
     assert isinstance(cfg, RunConfig)
     assert cfg.model.init_logit_scale == pytest.approx(1 / 0.07)
     assert cfg.model.max_logit_scale == 100
-    assert (cfg.objective.nclip.temperature, cfg.objective.nclip.target_temperature) == (0.1, 0.05)
+    nclip = cfg.objective.nclip  # information maximisation (OBJECTIVES.md 2, revised 2026-11-29)
+    assert (nclip.temperature, nclip.target_temperature, nclip.lambda_sharp, nclip.lambda_smooth) == (0.1, 0.1, 1, 1)
     assert (cfg.model.prototypes.hidden_dim, cfg.model.prototypes.bottleneck_dim) == (2048, 256)
+    assert cfg.model.prototypes.batch_norm and cfg.model.prototypes.num_prototypes <= cfg.train.batch_size
+
+
+def test_a_run_recorded_before_a_field_existed_keeps_its_old_meaning(tmp_path):
+    """model.prototypes.batch_norm is new: a config.yaml written without it means no BatchNorm (the
+    weights it was saved with have none), while a new config without it means the new default."""
+    cfg = from_dict({})
+    old = to_dict(cfg)
+    del old["model"]["prototypes"]["batch_norm"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    assert load_config(str(path), recorded=True).model.prototypes.batch_norm is False
+    assert load_config(str(path)).model.prototypes.batch_norm is True
+    del old["model"]["prototypes"]  # a whole section missing: its fields' recorded defaults too
+    path.write_text(yaml.safe_dump(old))
+    assert load_config(str(path), recorded=True).model.prototypes.batch_norm is False
+    assert from_dict({}, recorded=True).model.prototypes.batch_norm is False
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ def test_checkpoint_from_another_architecture_names_the_keys(tmp_path):
     save_model(LIPModel(tiny_cfg(heads=["clip"])), tmp_path)
     before = (tmp_path / "model.safetensors").read_bytes()
     other = LIPModel(tiny_cfg(heads=["clip", "prototypes"]))
-    with pytest.raises(CheckpointError, match=r"another architecture: missing image_prototypes\.mlp\.0\.bias"):
+    with pytest.raises(CheckpointError, match=r"another architecture: missing image_prototypes\.mlp\.0\.weight"):
         load_state_into(other, tmp_path / "model.safetensors")
     wider = tiny_cfg(heads=["clip"])
     wider.embed_dim = 4

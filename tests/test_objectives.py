@@ -172,12 +172,19 @@ def test_nclip_terms_match_formula(balance):
     assert res["usage_entropy_ratio"].item() == pytest.approx(1 - smooth / math.log(K), rel=1e-10)
 
 
-def test_nclip_default_lambda_sharp_zero_keeps_term_out_of_loss():
+def test_nclip_default_is_information_maximisation():
+    """Default: unsharpened targets and lambda_sharp = lambda_smooth = 1, so the regularizers sum to
+    minus the mutual information H(p_bar) - mean H(p) per modality (OBJECTIVES.md 2)."""
     out = make_outputs(seed=2)
     res = objective("nclip")(out)
-    assert res["sharp_loss"].item() > 0
-    expected = res["align_loss"] + res["smooth_loss"]
-    assert res["loss"].item() == pytest.approx(expected.item(), rel=1e-12)
+    align, smooth, sharp = ref_nclip_terms(out, 0.1, 0.1)
+    assert res["align_loss"].item() == pytest.approx(align, rel=1e-10)
+    assert res["loss"].item() == pytest.approx(align + smooth + sharp, rel=1e-10)
+    mi = {m: ref_entropy(ref_softmax(out[f"{m}_protos"].numpy() / 0.1).mean(0))
+          - np.mean([ref_entropy(p) for p in ref_softmax(out[f"{m}_protos"].numpy() / 0.1)]) for m in ("image", "text")}
+    assert smooth + sharp == pytest.approx(math.log(K) - (mi["image"] + mi["text"]) / 2, rel=1e-10)
+    assert res["image_mi_ratio"].item() == pytest.approx(mi["image"] / math.log(B), rel=1e-10)  # log min(N, K)
+    assert res["text_mi_ratio"].item() == pytest.approx(mi["text"] / math.log(B), rel=1e-10)
 
 
 def test_sinkhorn_function_matches_numpy_and_equipartitions():
@@ -214,7 +221,7 @@ def test_nclip_sinkhorn_targets():
 
 def test_nclip_center_ema_and_targets():
     tau, tau_t, m = 0.1, 0.05, 0.8
-    obj = objective("nclip", nclip={"balance": "center", "center_momentum": m})
+    obj = objective("nclip", nclip={"balance": "center", "center_momentum": m, "target_temperature": tau_t})
     out1, out2 = make_outputs(seed=5), make_outputs(seed=6)
 
     res1 = obj(out1)  # center starts at zero: plain sharpened targets
@@ -293,7 +300,8 @@ def test_nclip_stopgrad_gradient():
     """With stop-gradient, d align / d image_protos = (p^I - q^T) / (tau * 2B) exactly; without it
     the target branch adds the gradient of H(q^I, p^T) through q^I."""
     tau, tau_t = 0.2, 0.05
-    common = {"temperature": tau, "target_temperature": tau_t, "lambda_smooth": 0.0, "balance": "none"}
+    common = {"temperature": tau, "target_temperature": tau_t, "lambda_smooth": 0.0, "lambda_sharp": 0.0,
+              "balance": "none"}
     out_sg = make_outputs(seed=7, requires_grad=True)
     objective("nclip", nclip=common)(out_sg)["loss"].backward()
     p_img = torch.softmax(out_sg["image_protos"].detach() / tau, -1)

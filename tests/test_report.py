@@ -63,7 +63,7 @@ def test_glance_table_shows_each_runs_numbers_and_marks_the_best(report):
     best = [float(v) for cls, v in cells if cls == "bar best"]
     assert best == pytest.approx([max(values)], abs=5e-4) or values[0] == values[1]
     # collapse rows exist for xclip only: clip shows a dash
-    collapse_row = re.search(r"Prototype usage H.*?</tr>", page).group(0)
+    collapse_row = re.search(r"Prototype mutual information.*?</tr>", page).group(0)
     assert collapse_row.count('class="na"') == 1
 
 

@@ -38,12 +38,13 @@ def test_every_logged_step_has_throughput_lr_terms_and_diagnostics(xclip_run):
         assert r["lr"] == pytest.approx(1e-3 * lr_factor(r["step"], load_config("fashion-tiny", XCLIP).train))
         assert r["bad_steps"] == 0 and r["grad_norm"] > 0
         for key in ("loss", "clip/contrastive_loss", "clip/logit_scale", "nclip/align_loss", "nclip/smooth_loss",
-                    "nclip/distinct_prototypes", "nclip/mean_max_prob", "nclip/usage_entropy_ratio",
-                    "nclip/argmax_agreement"):
+                    "nclip/sharp_loss", "nclip/distinct_prototypes", "nclip/mean_max_prob",
+                    "nclip/usage_entropy_ratio", "nclip/argmax_agreement", "nclip/image_mi_ratio",
+                    "nclip/text_mi_ratio"):
             assert isinstance(r[key], float), key
-        # xclip: weights 1 and 1, nCLIP's lambda_smooth 1 and lambda_sharp 0
-        assert r["loss"] == pytest.approx(r["clip/contrastive_loss"] + r["nclip/align_loss"] + r["nclip/smooth_loss"],
-                                          rel=1e-5)
+        # xclip: weights 1 and 1, nCLIP's lambda_smooth 1 and lambda_sharp 1
+        assert r["loss"] == pytest.approx(r["clip/contrastive_loss"] + r["nclip/align_loss"] + r["nclip/smooth_loss"]
+                                          + r["nclip/sharp_loss"], rel=1e-5)
 
 
 def test_data_wait_warning_names_the_fix_once_after_start_up():

@@ -73,7 +73,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: not a lipkit run directory (no {CONFIG_FILE})")
     try:
-        return load_config(str(path))
+        return load_config(str(path), recorded=True)
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
 

@@ -55,7 +55,14 @@ class TextConfig:
 class PrototypeHeadConfig:
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
-    num_prototypes: int = 8192
+    # K: of the order of the concepts the data can express, and at most the global batch (ME-MAX
+    # can spread confident predictions over at most N prototypes of a batch of N)
+    num_prototypes: int = 256
+    # BatchNorm after the MLP's first layer, with the statistics of the global batch. It removes
+    # the component every sample shares at initialisation, without which nCLIP alone collapses
+    # to a constant output on real data (README "Objectives"). Runs recorded before this field
+    # existed had none.
+    batch_norm: bool = field(default=True, metadata={"recorded_default": False})
 
 
 @dataclass
@@ -89,12 +96,17 @@ class ClipObjectiveConfig:
 
 @dataclass
 class NClipObjectiveConfig:
+    # Default: information maximisation (OBJECTIVES.md 2): unsharpened stop-gradient targets and
+    # lambda_sharp = lambda_smooth, so the regularizers are minus the mutual information between
+    # input and prototype, per modality.
     temperature: float = 0.1  # student temperature tau
-    target_temperature: float = 0.05  # sharpened targets tau_t
+    target_temperature: float = 0.1  # targets tau_t; below tau sharpens them (rewards a flat-tailed collapse)
     stopgrad_target: bool = True
-    balance: Literal["memax", "sinkhorn", "center", "none"] = "memax"
-    lambda_smooth: float = 1.0  # weight of the ME-MAX smoothness term (balance = memax)
-    lambda_sharp: float = 0.0  # weight of the sharpness (per-sample entropy) term
+    # targets and balancing: memax = softmax targets + ME-MAX; sinkhorn = equipartitioned targets;
+    # sinkhorn_memax = both (MSN); center = centred softmax targets (DINO); none = softmax targets only
+    balance: Literal["memax", "sinkhorn", "sinkhorn_memax", "center", "none"] = "memax"
+    lambda_smooth: float = 1.0  # weight of the ME-MAX smoothness term (memax, sinkhorn_memax)
+    lambda_sharp: float = 1.0  # weight of the sharpness (per-sample entropy) term
     sinkhorn_iterations: int = 3
     sinkhorn_epsilon: float = 0.05
     center_momentum: float = 0.9
@@ -258,8 +270,9 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------- (de)serialisation
-def from_dict(data: dict) -> RunConfig:
-    return from_mapping(RunConfig, data)
+def from_dict(data: dict, recorded: bool = False) -> RunConfig:
+    """`recorded`: `data` is a config a run wrote (see typed_config.from_mapping)."""
+    return from_mapping(RunConfig, data, recorded=recorded)
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -326,9 +339,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> RunConfig:
+def load_config(name_or_path: str | None = None, overrides: list[str] = (), recorded: bool = False) -> RunConfig:
+    """A preset or YAML file plus `--set` overrides. `recorded`: the file is a run's own
+    config.yaml, whose missing keys mean what they meant when it was written."""
     data = _load_raw(name_or_path) if name_or_path else {}
-    return from_dict(apply_overrides(data, list(overrides)))
+    return from_dict(apply_overrides(data, list(overrides)), recorded=recorded)
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Every unknown key or wrong type is a one-line `ConfigError` naming the key: the allowed keys, or
 the expected type. A field may carry `metadata={"key": ...}` to use another name in YAML (e.g.
-`lambda`, a Python keyword). Supported field types: nested dataclasses, Literal, list, bool, int,
+`lambda`, a Python keyword), and `metadata={"recorded_default": v}` for a field added after runs
+were recorded: a config a run wrote before the field existed (`recorded=True`) means `v` by its
+absence, whatever the new default. Supported field types: nested dataclasses, Literal, list, bool, int,
 float, str."""
 from __future__ import annotations
 
@@ -27,12 +29,12 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, path: str) -> Any:
+def _coerce(value: Any, tp: Any, path: str, recorded: bool = False) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping of {sorted(_keys(tp))}, got {value!r}")
-        return from_mapping(tp, value, path)
+        return from_mapping(tp, value, path, recorded=recorded)
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{path}: expected one of {_type_name(tp)}, got {value!r}")
@@ -41,7 +43,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list of {_type_name(item_tp)}, got {value!r}")
-        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, item_tp, f"{path}[{i}]", recorded) for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected bool, got {type(value).__name__} {value!r}")
@@ -65,8 +67,10 @@ def _keys(cls: type) -> dict[str, dataclasses.Field]:
     return {_key_of(f): f for f in dataclasses.fields(cls)}
 
 
-def from_mapping(cls: type, data: dict, path: str = "") -> Any:
-    """An instance of dataclass `cls` from `data`; `path` prefixes the keys named in errors."""
+def from_mapping(cls: type, data: dict, path: str = "", recorded: bool = False) -> Any:
+    """An instance of dataclass `cls` from `data`; `path` prefixes the keys named in errors.
+    `recorded`: `data` was written by a run, so a missing key takes its field's
+    `recorded_default` (the behaviour before the field existed) where it has one."""
     hints = typing.get_type_hints(cls)
     fields = _keys(cls)
     kwargs = {}
@@ -75,7 +79,13 @@ def from_mapping(cls: type, data: dict, path: str = "") -> Any:
         if key not in fields:
             raise ConfigError(f"unknown key '{full}'; allowed keys: {', '.join(fields)}")
         f = fields[key]
-        kwargs[f.name] = _coerce(value, hints[f.name], full)
+        kwargs[f.name] = _coerce(value, hints[f.name], full, recorded)
+    if recorded:
+        for key, f in fields.items():
+            if key not in data and "recorded_default" in f.metadata:
+                kwargs[f.name] = f.metadata["recorded_default"]
+            elif key not in data and dataclasses.is_dataclass(hints[f.name]):
+                kwargs[f.name] = from_mapping(hints[f.name], {}, f"{path}.{key}" if path else key, recorded=True)
     return cls(**kwargs)
 
 

@@ -14,7 +14,7 @@ def _config(args: argparse.Namespace):
         return load_config(args.config, args.set or [])
     if args.resume is None:
         raise ConfigError("--config is required (a preset name or a YAML file) unless --resume is given")
-    return load_config(str(resolve_resume(args.resume, args.out) / CONFIG_FILE), args.set or [])
+    return load_config(str(resolve_resume(args.resume, args.out) / CONFIG_FILE), args.set or [], recorded=True)
 
 
 def run(args: argparse.Namespace) -> int:

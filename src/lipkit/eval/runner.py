@@ -40,8 +40,8 @@ HEADLINE = {
                            "linear_clean_acc1", "linear_shifted_acc1", "linear_drop"),
     "word_similarity": ("wordsim_spearman",),
     "caption_probe": ("caption_probe_acc1",),
-    "prototype_collapse": ("image_usage_entropy_ratio", "text_usage_entropy_ratio",
-                           "image_sample_entropy_ratio", "argmax_agreement",
+    "prototype_collapse": ("image_mutual_information_ratio", "text_mutual_information_ratio",
+                           "image_label_nmi", "text_label_nmi", "argmax_agreement",
                            "image_distinct_prototypes"),
 }
 LABELS = {
@@ -54,7 +54,8 @@ LABELS = {
     "wordsim_spearman": "Spearman ρ", "caption_probe_acc1": "acc1",
     "image_usage_entropy_ratio": "img usage H/logK", "text_usage_entropy_ratio": "txt usage H/logK",
     "image_sample_entropy_ratio": "img per-sample H/logK", "argmax_agreement": "img/txt agree",
-    "image_distinct_prototypes": "prototypes used",
+    "image_distinct_prototypes": "prototypes used", "image_mutual_information_ratio": "img MI ratio",
+    "text_mutual_information_ratio": "txt MI ratio", "image_label_nmi": "img NMI", "text_label_nmi": "txt NMI",
 }
 
 

@@ -235,10 +235,11 @@ def run_collapse(ctx: Context) -> list[TaskResult]:
     captions = ctx.data.test.caption
     image_logits = ctx.apply(em.image_prototype_head, ctx.tower("test"))
     text_logits = _embed_distinct(ctx, captions, feature_fn=em.text_prototypes)
-    stats = collapse.PrototypeStats(em.num_prototypes, em.prototype_temperature)
+    labels = torch.as_tensor(ctx.data.test.labels, dtype=torch.long)
+    stats = collapse.PrototypeStats(em.num_prototypes, em.prototype_temperature, len(ctx.data.class_names))
     for start in range(0, len(captions), ctx.batch_size):
         stop = start + ctx.batch_size
-        stats.update(image_logits[start:stop], text_logits[start:stop])
+        stats.update(image_logits[start:stop], text_logits[start:stop], labels[start:stop])
     return [TaskResult(ctx.data.name, "prototype_collapse", stats.metrics(), stats.usage())]
 
 

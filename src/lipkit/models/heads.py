@@ -6,25 +6,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipkit.config import PrototypeHeadConfig
+from lipkit.models.batch_norm import GlobalBatchNorm1d
 
 
 class PrototypeHead(nn.Module):
-    """MLP (hidden, GELU) -> bottleneck -> L2-normalise -> weight-normalised linear to K, no bias.
+    """MLP (hidden, [BatchNorm,] GELU) -> bottleneck -> L2-normalise -> weight-normalised linear
+    to K, no bias.
 
     The prototype weights are normalised row-wise on every forward (weight norm with the gain
     fixed at 1, as DINO's last layer), so the logits are cosines in [-1, 1]; the objective applies
-    its temperature."""
+    its temperature. With `batch_norm` (as SwAV's and BYOL's heads) the hidden layer is normalised
+    over the global batch; its outputs then depend on the whole batch in training."""
 
     def __init__(self, in_dim: int, cfg: PrototypeHeadConfig):
         super().__init__()
+        # BatchNorm subtracts the batch mean, so a bias before it would do nothing but drift
+        norm = [GlobalBatchNorm1d(cfg.hidden_dim)] if cfg.batch_norm else []
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, cfg.hidden_dim), nn.GELU(), nn.Linear(cfg.hidden_dim, cfg.bottleneck_dim)
+            nn.Linear(in_dim, cfg.hidden_dim, bias=not cfg.batch_norm), *norm, nn.GELU(),
+            nn.Linear(cfg.hidden_dim, cfg.bottleneck_dim),
         )
         self.prototypes = nn.Parameter(torch.empty(cfg.num_prototypes, cfg.bottleneck_dim))
         for m in self.mlp:
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.prototypes, std=0.02)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

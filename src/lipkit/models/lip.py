@@ -84,12 +84,14 @@ class LIPModel(nn.Module):
     def forward(
         self, images: torch.Tensor | None, tokens: torch.Tensor | None, heads: Iterable[str] | None = None, *,
         image_features: torch.Tensor | None = None, text_features: torch.Tensor | None = None,
+        towers_only: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Tower features plus the requested heads (default: every head the model has).
         Precomputed `image_features` / `text_features` (frozen towers, lipkit.data.feature_cache)
         replace running the towers; going through forward keeps DDP's gradient hooks. Floating
         point `tokens` are such features too (token ids are integers), so a trainer can pass a
-        cached batch positionally as `model(image_features, text_features)`."""
+        cached batch positionally as `model(image_features, text_features)`. `towers_only`: just
+        the towers' pooled features (what `heads_from_features` takes)."""
         if tokens is not None and tokens.is_floating_point() and image_features is None and text_features is None:
             image_features, text_features, images, tokens = images, tokens, None, None
         heads = self.heads if heads is None else frozenset(heads)
@@ -102,11 +104,27 @@ class LIPModel(nn.Module):
             text_features = self.text(tokens)
         if image_features.shape[0] != text_features.shape[0]:
             raise ValueError(f"batch mismatch: {image_features.shape[0]} images vs {text_features.shape[0]} captions")
+        if towers_only:
+            return {"image_features": image_features, "text_features": text_features}
         return self.heads_from_features(image_features, text_features, heads)
+
+    # Everything after the towers (adapters, projections, logit scale, prototype heads) is small
+    # and may depend on the whole batch (the prototype heads' BatchNorm): the trainer keeps these
+    # parameters whole in every process and runs them once per step on the whole batch.
+    TOWERS = ("vision", "text")
+
+    def head_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of everything `heads_from_features` runs."""
+        return [(n, p) for n, p in self.named_parameters() if n.split(".", 1)[0] not in self.TOWERS]
+
+    @property
+    def towers_trainable(self) -> bool:
+        return any(p.requires_grad for tower in (self.vision, self.text) for p in tower.parameters())
 
     def heads_from_features(
         self, image_features: torch.Tensor, text_features: torch.Tensor, heads: Iterable[str]
     ) -> dict[str, torch.Tensor]:
+        """The heads on the towers' pooled features [B, width] (the adapters first, if any)."""
         image_features, text_features = self.image_adapter(image_features), self.text_adapter(text_features)
         out = {"image_features": image_features, "text_features": text_features}
         if "clip" in heads:

@@ -60,14 +60,15 @@ def _series(log: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_curves(runs: Sequence[RunData]) -> bytes | None:
-    """Total loss, each loss term, and the collapse diagnostic / lr, against the step."""
+    """Total loss, each loss term, and the collapse diagnostic (the images' batch mutual
+    information, 0 for either collapse) or the lr, against the step."""
     logged = [r for r in runs if r.log]
     if not logged:
         return None
     colour = palette(runs)
     terms = sorted({k for r in logged for k in r.log[-1] if k.endswith("_loss")})
-    usage = sorted({k for r in logged for k in r.log[-1] if k.endswith("usage_entropy_ratio")})
-    third = ("usage_entropy_ratio", usage) if usage else ("lr", ["lr"])
+    usage = sorted({k for r in logged for k in r.log[-1] if k.endswith("image_mi_ratio")})
+    third = ("image_mi_ratio", usage) if usage else ("lr", ["lr"])
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
         for run in logged:
@@ -88,7 +89,7 @@ def training_curves(runs: Sequence[RunData]) -> bytes | None:
                     axes[2].plot(steps, y, color=colour[run.label], lw=1.8, label=run.label)
         axes[0].set_title("training loss")
         axes[1].set_title("loss terms")
-        axes[2].set_title("prototype usage entropy H(p̄)/log K" if usage else "learning rate")
+        axes[2].set_title("batch mutual information I/log min(N, K), images" if usage else "learning rate")
         if usage:
             axes[2].set_ylim(0, 1.02)
         for ax in axes:

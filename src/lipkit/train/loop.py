@@ -157,10 +157,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     seed_everything(cfg.train.seed + dist_info.rank)  # each rank its own dropout stream
     channels_last = cfg.train.channels_last and device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
-    # DDP must be told when some parameters get no gradient: heads the objective does not read, or
-    # the logit scale of an objective with its own (SigLIP's `uses_logit_scale = False`).
-    unused = bool(model.heads - objective.required_heads) or not getattr(objective, "uses_logit_scale", True)
-    parallel = wrap_model(model, cfg.train.strategy, device, find_unused_parameters=unused)
+    parallel = wrap_model(model, cfg.train.strategy, device)
     if cfg.train.compile:
         parallel.model.compile()
 
@@ -248,7 +245,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
             buffers = {name: b.clone() for name, b in objective.named_buffers()}
             optimizer.zero_grad(set_to_none=True)
             terms, finite = forward_backward(parallel.train_model, objective, micro, heads, precision,
-                                             no_sync=parallel.no_sync)
+                                             no_sync=parallel.no_sync, lip_model=model)
             grad_norm = None
             if finite:
                 progress.bad_streak = 0

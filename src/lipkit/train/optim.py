@@ -10,16 +10,20 @@ from lipkit.config import TrainConfig
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
-    # Every 0-d and 1-d parameter is a norm gain, a bias or the logit scale.
+    # Every 0-d and 1-d parameter is a norm gain, a bias or the logit scale. Under FSDP2 the
+    # sharded tower parameters (DTensors) and the replicated heads go to separate groups: AdamW's
+    # multi-tensor kernels cannot mix the two.
     decay, no_decay = [], []
     for module in modules:
         for p in module.parameters():
             if p.requires_grad:
                 (decay if p.ndim >= 2 else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    groups = [{"params": [p for p in params if type(p) is nn.Parameter], "weight_decay": wd}
+              for params, wd in ((decay, weight_decay), (no_decay, 0.0))]
+    if any(type(p) is not nn.Parameter for p in decay + no_decay):
+        groups += [{"params": [p for p in params if type(p) is not nn.Parameter], "weight_decay": wd}
+                   for params, wd in ((decay, weight_decay), (no_decay, 0.0))]
+    return groups
 
 
 def _fusable(groups: list[dict]) -> bool:

@@ -1,9 +1,13 @@
-"""The model in one or many processes: DDP or FSDP2 (`fully_shard` per block), gradient sync for
-parameters outside the wrapped model, gradient clipping, and full state dicts for checkpoints.
+"""The model in one or many processes: DDP or FSDP2 (`fully_shard` per block) over the towers,
+gradient sync for parameters outside the wrapper, gradient clipping, and full state dicts for
+checkpoints.
 
-The objective is never wrapped: its parameters (SigLIP's scale and bias, ...) get their gradient
-from the objective's own backward and are averaged over ranks by `average_gradients`, in both the
-plain and the feature-cache step.
+Only the towers are wrapped. The heads (everything `LIPModel.heads_from_features` runs:
+adapters, projections, logit scale, prototype heads) stay whole in every process, and so does the
+objective: their parameters get their gradient from a backward the wrapper may not see (the
+feature-cache step runs the heads once on the whole batch, outside the wrapper's forward) and are
+averaged over ranks by `average_gradients`, in both the plain and the feature-cache step. With no
+trainable tower parameter (both towers locked) there is nothing to wrap.
 """
 from __future__ import annotations
 
@@ -20,9 +24,9 @@ from lipkit import distributed
 class Parallel:
     model: nn.Module  # the model itself (under FSDP2 its parameters are sharded DTensors)
     train_model: nn.Module  # what the loop calls: DDP's wrapper, or the model
-    strategy: str  # single | ddp | fsdp
-    # model parameters the wrapper leaves alone (FSDP2 cannot shard 0-d tensors such as the logit
-    # scale): the loop averages their gradients itself, like the objective's
+    strategy: str  # single | ddp | fsdp | replicated (several processes, nothing to wrap)
+    # model parameters the wrapper leaves alone (the heads): the loop averages their gradients
+    # itself, like the objective's
     replicated: tuple[nn.Parameter, ...] = ()
 
     def no_sync(self):
@@ -96,26 +100,32 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return [m for lst in model.modules() if isinstance(lst, nn.ModuleList) for m in lst]
 
 
-def wrap_model(model: nn.Module, strategy: str, device: torch.device, find_unused_parameters: bool = False) -> Parallel:
+def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> Parallel:
+    """`model` is a LIPModel: its towers are wrapped, its heads replicated (module docstring)."""
     if distributed.world_size() == 1:
         return Parallel(model, model, "single")
+    if strategy not in ("ddp", "fsdp"):
+        raise ValueError(f"train.strategy: expected 'ddp' or 'fsdp', got {strategy!r}")
+    heads = model.head_parameters()
+    replicated = tuple(p for _, p in heads)
+    if not model.towers_trainable:
+        return Parallel(model, model, "replicated", replicated=replicated)
     if strategy == "ddp":
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=find_unused_parameters,
-        )
-        return Parallel(model, ddp, "ddp")
-    if strategy == "fsdp":
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        # DDP names a parameter of the root module ".name" in some of its checks and "name" in others
+        names = [n for n, _ in heads] + [f".{n}" for n, _ in heads if "." not in n]
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return Parallel(model, ddp, "ddp", replicated=replicated)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
 
-        mesh = init_device_mesh(device.type, (distributed.world_size(),))
-        scalars = {p for p in model.parameters() if p.ndim == 0}
-        for unit in shard_units(model):
-            fully_shard(unit, mesh=mesh, ignored_params=scalars)
-        fully_shard(model, mesh=mesh, ignored_params=scalars)
-        return Parallel(model, model, "fsdp", replicated=tuple(p for p in model.parameters() if p.ndim == 0))
-    raise ValueError(f"train.strategy: expected 'ddp' or 'fsdp', got {strategy!r}")
+    mesh = init_device_mesh(device.type, (distributed.world_size(),))
+    ignored = set(replicated)
+    for tower in (model.vision, model.text):
+        for unit in shard_units(tower):
+            fully_shard(unit, mesh=mesh, ignored_params=ignored)
+    fully_shard(model, mesh=mesh, ignored_params=ignored)
+    return Parallel(model, model, "fsdp", replicated=replicated)
 
 
 @torch.no_grad()

@@ -1,0 +1,38 @@
+"""BatchNorm over the global batch: statistics reduced over every process, with gradient.
+
+In one process it is `nn.BatchNorm1d` (same outputs, gradients and running statistics). Under
+torchrun the mean and variance are those of the concatenated batch of all ranks, through
+`lipkit.distributed.all_reduce_mean`, so the loss and every gradient equal one process's on the
+global batch, the same guarantee every objective's batch statistics give. (Under feature-cache
+accumulation the trainer runs the heads once on the whole batch: lipkit.train.accumulation.)
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lipkit.distributed import all_reduce_mean, world_size
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """`nn.BatchNorm1d` on [N, C] whose training statistics are those of the global batch
+    (every rank must pass the same local N). Evaluation uses the running statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2:
+            raise ValueError(f"GlobalBatchNorm1d expects [N, C], got {tuple(x.shape)}")
+        if not self.training:
+            return super().forward(x)
+        n = x.shape[0] * world_size()
+        if n < 2:
+            raise ValueError("GlobalBatchNorm1d needs at least 2 samples in the global batch to train")
+        mean = all_reduce_mean(x.mean(0))
+        var = all_reduce_mean((x - mean).pow(2).mean(0))  # biased, as BatchNorm normalises with
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return y * self.weight + self.bias if self.affine else y
