@@ -32,6 +32,7 @@ CASES: dict[str, dict[str, dict]] = {
     "nclip/memax": {"nclip": {"lambda_sharp": 0.5}},
     "nclip/memax-live-target": {"nclip": {"stopgrad_target": False, "lambda_smooth": 0.7}},
     "nclip/sinkhorn": {"nclip": {"balance": "sinkhorn", "lambda_sharp": 0.5}},
+    "nclip/sinkhorn-memax": {"nclip": {"balance": "sinkhorn_memax", "lambda_smooth": 0.7}},
     "nclip/sinkhorn-live-target": {"nclip": {"balance": "sinkhorn", "stopgrad_target": False, "sinkhorn_epsilon": 0.1}},
     "nclip/center": {"nclip": {"balance": "center", "center_momentum": 0.5}},
     "nclip/center-live-target": {"nclip": {"balance": "center", "stopgrad_target": False}},

@@ -18,6 +18,7 @@ CASES = {
     "clip": {},
     "nclip/memax": {"nclip": {"lambda_sharp": 0.5}},
     "nclip/sinkhorn": {"nclip": {"balance": "sinkhorn"}},
+    "nclip/sinkhorn-memax": {"nclip": {"balance": "sinkhorn_memax"}},
     "nclip/center": {"nclip": {"balance": "center", "center_momentum": 0.5}},
     "xclip": {"xclip": {"w_clip": 0.3, "w_nclip": 0.7}},
     "clip_reg": {"clip_reg": {"pairs": "both", "lam": 0.5}},
@@ -191,3 +192,15 @@ def test_gradient_sync_is_skipped_for_all_but_the_last_micro_batch():
     forward_backward(wrapper, objective_for("clip"), micro_batches(), {"clip"},
                      Precision.build("fp32", torch.device("cpu")), no_sync=no_sync, lip_model=model)
     assert synced == [False] * (K - 1) + [True]
+
+
+def test_heads_per_micro_batch_would_miss_the_batchnorm_over_the_whole_batch():
+    """The check above has teeth for the prototype heads' BatchNorm too: running the heads per
+    micro-batch (each with its own batch statistics) gives another gradient."""
+    (_, _, _), (ref_model, ref_objective, _), _ = run_both("nclip/memax", 0.0)
+    per_micro = copy.deepcopy(tiny_model(ref_objective.required_heads, 0.0))
+    outs = [per_micro(images, tokens, heads=ref_objective.required_heads) for images, tokens in micro_batches()]
+    copy.deepcopy(ref_objective)({k: torch.cat([o[k] for o in outs]) for k in outs[0]})["loss"].backward()
+    got, want = grads(per_micro), grads(ref_model)
+    worst = max(float((got[n] - want[n]).abs().max() / want[n].abs().max().clamp_min(1e-12)) for n in want)
+    assert worst > 1e-3

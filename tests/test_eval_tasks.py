@@ -397,3 +397,57 @@ def test_model_level_knn_and_collapse_match_the_tensor_level():
     tokens = vec_tokenize(captions)
     assert metrics == pytest.approx(collapse.evaluate(image_fn(test_x), text_fn(tokens)))
     assert usage["text_argmax_counts"] == [4, 3, 3, 0, 0, 0, 0, 0]
+
+
+def test_collapse_information_and_nmi_by_hand():
+    """Mutual information I = H(p_bar) - mean H(p_i) over log min(K, C), and NMI(argmax, class)."""
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    ln3 = math.log(3)
+    # a collapsed constant output, one-hot or soft: I = 0 whatever its shape, NMI = 0
+    for row in ([9.0, 0.0, 0.0, 0.0], [0.3, 0.2, 0.1, 0.0]):
+        const = torch.tensor([row] * 6)
+        m = collapse.evaluate(const, const, temperature=1.0, labels=labels, num_classes=3)
+        assert m["image_mutual_information_ratio"] == pytest.approx(0.0, abs=1e-12)
+        assert m["image_label_nmi"] == 0.0 and m["image_distinct_prototypes"] == 1
+    # uniform outputs: I = 0 (H(p_bar) = mean H(p) = log K), though H(p_bar)/log K = 1
+    m = collapse.evaluate(torch.zeros(6, 4), torch.zeros(6, 4), labels=labels)
+    assert m["image_mutual_information_ratio"] == pytest.approx(0.0, abs=1e-12)
+    assert m["image_usage_entropy_ratio"] == pytest.approx(1.0)
+    # a perfect, confident clustering of 3 classes on 3 of K = 4 prototypes: I = log 3 = log min(K, C)
+    hot = torch.full((6, 4), -1e4)
+    hot[torch.arange(6), labels] = 0.0
+    m = collapse.evaluate(hot, hot, temperature=1.0, labels=labels, num_classes=3)
+    assert m["image_mutual_information_ratio"] == pytest.approx(1.0, rel=1e-9)
+    assert m["image_label_nmi"] == pytest.approx(1.0) and m["argmax_agreement"] == 1.0
+    # the same clustering with the prototypes renumbered: equal NMI and I
+    permuted = hot[:, [2, 3, 0, 1]]
+    p = collapse.evaluate(permuted, hot, temperature=1.0, labels=labels, num_classes=3)
+    assert p["image_label_nmi"] == pytest.approx(1.0) and p["argmax_agreement"] == 0.0
+    assert p["image_mutual_information_ratio"] == pytest.approx(1.0, rel=1e-9)
+    # two classes merged on one prototype: argmax (0, 0, 0, 0, 1, 1) vs classes (0, 0, 1, 1, 2, 2)
+    merged = hot.clone()
+    merged[2:4] = hot[0]
+    m = collapse.evaluate(merged, merged, temperature=1.0, labels=labels, num_classes=3)
+    h_u, h_v, mi = collapse_h(4 / 6, 2 / 6), ln3, ln3 - (4 / 6) * math.log(2)
+    assert m["image_label_nmi"] == pytest.approx(mi / ((h_u + h_v) / 2), rel=1e-9)
+    assert m["image_mutual_information_ratio"] == pytest.approx(h_u / ln3, rel=1e-9)
+    from sklearn.metrics import normalized_mutual_info_score
+    assert m["image_label_nmi"] == pytest.approx(normalized_mutual_info_score(labels, [0, 0, 0, 0, 1, 1]))
+    # without labels: no NMI, I over log K
+    m = collapse.evaluate(hot, hot, temperature=1.0)
+    assert "image_label_nmi" not in m and m["image_mutual_information_ratio"] == pytest.approx(ln3 / math.log(4))
+
+
+def collapse_h(*p):
+    return -sum(x * math.log(x) for x in p if x > 0)
+
+
+def test_collapse_nmi_streams_over_chunks_like_sklearn():
+    from sklearn.metrics import normalized_mutual_info_score
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 5, (300,), generator=g)
+    logits = torch.randn(300, 12, generator=g) + 3 * torch.nn.functional.one_hot(labels * 2, 12)
+    m = collapse.evaluate(logits, logits.flip(1), labels=labels, num_classes=5, chunk_size=7)
+    assert m["image_label_nmi"] == pytest.approx(normalized_mutual_info_score(labels, logits.argmax(1)), rel=1e-9)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
+        collapse.evaluate(logits, logits, labels=labels + 1, num_classes=5)

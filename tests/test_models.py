@@ -6,6 +6,7 @@ import torch
 from lipkit.checkpoint import CheckpointError, load_state_into, save_model
 from lipkit.config import ModelConfig, PrototypeHeadConfig, TextConfig, VisionConfig
 from lipkit.models import LIPModel
+from lipkit.models.heads import PrototypeHead
 
 
 def tiny_cfg(heads=("clip", "prototypes"), causal=True, pooling="eos") -> ModelConfig:
@@ -215,3 +216,42 @@ def test_last_block_on_the_pooled_row_only_matches_the_full_block(causal):
         grads_ref = torch.autograd.grad((ref * g).sum(), params, allow_unused=True)
         for a, b in zip(grads, grads_ref):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_global_batchnorm_is_batchnorm_in_one_process():
+    from lipkit.models.batch_norm import GlobalBatchNorm1d
+
+    torch.manual_seed(0)
+    ours, ref = GlobalBatchNorm1d(6).double(), torch.nn.BatchNorm1d(6).double()
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5), ours.bias.uniform_(-0.5, 0.5)
+    ref.load_state_dict(ours.state_dict())
+    for _ in range(3):  # training: batch statistics, running statistics updated (unbiased variance)
+        x = (torch.randn(10, 6, dtype=torch.float64) * 3 + 1).requires_grad_(True)
+        x_ref = x.detach().clone().requires_grad_(True)
+        w = torch.randn(10, 6, dtype=torch.float64)
+        (ours(x) * w).sum().backward()
+        (ref(x_ref) * w).sum().backward()
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-12, atol=1e-12)
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[key], value, rtol=1e-12, atol=0)
+    ours.eval(), ref.eval()  # evaluation: running statistics
+    x = torch.randn(4, 6, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        ours.train()(torch.randn(1, 6, dtype=torch.float64))
+
+
+def test_prototype_head_batchnorm_removes_the_shared_component():
+    """In training the heads' hidden layer is normalised over the batch, so features that share a
+    large common offset (what the towers give at initialisation) still give varied prototypes."""
+    torch.manual_seed(0)
+    cfg = PrototypeHeadConfig(hidden_dim=64, bottleneck_dim=16, num_prototypes=32)
+    x = torch.randn(256, 24) * 0.01 + torch.randn(1, 24) * 10  # tiny spread around a shared point
+    with_bn = PrototypeHead(24, cfg)
+    without = PrototypeHead(24, PrototypeHeadConfig(hidden_dim=64, bottleneck_dim=16, num_prototypes=32,
+                                                    batch_norm=False))
+    spread = lambda head: head(x).argmax(1).unique().numel()  # noqa: E731
+    assert spread(with_bn) > 8 and spread(without) == 1
+    assert "mlp.0.bias" not in with_bn.state_dict() and "mlp.0.bias" in without.state_dict()

@@ -187,6 +187,19 @@ def test_nclip_default_is_information_maximisation():
     assert res["text_mi_ratio"].item() == pytest.approx(mi["text"] / math.log(B), rel=1e-10)
 
 
+def test_nclip_sinkhorn_with_memax_adds_the_smoothness_term():
+    """MSN's configuration: Sinkhorn targets and the ME-MAX term together."""
+    out = make_outputs(seed=4)
+    tau, eps, iters = 0.1, 0.05, 3
+    both = objective("nclip", nclip={"balance": "sinkhorn_memax", "sinkhorn_epsilon": eps,
+                                     "sinkhorn_iterations": iters, "lambda_smooth": 0.7})(out)
+    targets = tuple(ref_sinkhorn(out[f"{m}_protos"].numpy(), eps, iters) for m in ("image", "text"))
+    align, smooth, sharp = ref_nclip_terms(out, tau, None, targets)
+    assert both["align_loss"].item() == pytest.approx(align, rel=1e-10)
+    assert both["smooth_loss"].item() == pytest.approx(smooth, rel=1e-10)
+    assert both["loss"].item() == pytest.approx(align + 0.7 * smooth + sharp, rel=1e-10)
+
+
 def test_sinkhorn_function_matches_numpy_and_equipartitions():
     x = make_outputs(seed=3)["image_protos"]
     for iters in (1, 3):

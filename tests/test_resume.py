@@ -33,6 +33,7 @@ ARGS = [
         "model.text.width=32", "model.text.layers=2", "model.text.heads=2", "model.text.dropout=0.1",
         "model.embed_dim=32", "objective.name=xclip", "objective.nclip.balance=center",
         "model.prototypes.num_prototypes=32", "model.prototypes.hidden_dim=64", "model.prototypes.bottleneck_dim=16",
+        "data.caption_noise=0.3",  # loosely paired captions are drawn by (seed, epoch, index): exact too
     ]),
 ]
 

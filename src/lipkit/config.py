@@ -195,6 +195,9 @@ class DataConfig:
         ]
     )
     train_limit: int = 0  # use only the first N training images (0 = all)
+    # loosely paired data: this share of training pairs (drawn anew each epoch, by seed, epoch and
+    # index) gets a caption of another class; Fashion-MNIST and labelled map-style sources
+    caption_noise: float = 0.0
     num_workers: int = 0
     # images of pair sources: resize + crop to model.vision.image_size, then (x - mean) / std
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
@@ -237,6 +240,12 @@ class TrainConfig:
     channels_last: bool = True  # images and conv weights channels-last on CUDA
     tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
     data_wait_warn_share: float = 0.2  # warn when waiting for data exceeds this share of step time
+    # nCLIP collapse guard (lipkit.train.collapse_guard): after the warm-up, a batch mutual
+    # information I/log min(N, K) under the threshold for `collapse_patience` logged steps in a row
+    # warns once, or stops the run with stop_on_collapse
+    collapse_threshold: float = 0.05
+    collapse_patience: int = 3
+    stop_on_collapse: bool = False
 
 
 @dataclass

@@ -60,12 +60,15 @@ def build_train_dataset(data_cfg: DataConfig, seed: int = 0, vision: VisionConfi
     `data.sources`, goes through the image transform for `vision` (see `build_pairs`)."""
     if data_cfg.train_limit < 0:
         raise ConfigError(f"data.train_limit: must be >= 0 (0 = all), got {data_cfg.train_limit}")
+    if not 0 <= data_cfg.caption_noise <= 1:
+        raise ConfigError(f"data.caption_noise: must lie in [0, 1], got {data_cfg.caption_noise}")
     if not data_cfg.sources and data_cfg.source == "fashion-mnist":
         try:
             templates = check_templates(data_cfg.caption_templates, "data.caption_templates")
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        return FashionMNISTPairs("train", templates=templates, seed=seed, limit=data_cfg.train_limit)
+        return FashionMNISTPairs("train", templates=templates, seed=seed, limit=data_cfg.train_limit,
+                                 caption_noise=data_cfg.caption_noise)
     if not data_cfg.sources and not data_cfg.source:
         raise ConfigError("data.source: empty; name a built-in source, a folder, a file or shards (or list data.sources)")
     return build_pairs(data_cfg, vision or VisionConfig(image_size=224, channels=3), seed=seed, train=True)

@@ -13,6 +13,30 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def sample_hash(seed: int, epoch: int, index: int, salt: int = 0) -> int:
+    """A 64-bit hash of (seed, epoch, index, salt): independent per sample and per purpose."""
+    x = _splitmix64(seed & _MASK)
+    for v in (epoch, index, salt):
+        x = _splitmix64(x ^ (v & _MASK))
+    return x
+
+
+# salts of sample_hash for loosely paired captions (data.caption_noise)
+_NOISE_DRAW, _NOISE_CLASS = 101, 102
+
+
+def caption_class(seed: int, epoch: int, index: int, label: int, classes: Sequence[int], noise: float) -> int:
+    """The class whose caption item `index` gets in `epoch`: its own `label`, or, for a share
+    `noise` of the items (data.caption_noise), another of `classes` drawn uniformly. A hash of
+    (seed, epoch, index), so a resumed run and any worker draw the same."""
+    if noise <= 0 or len(classes) < 2:
+        return label
+    if sample_hash(seed, epoch, index, _NOISE_DRAW) >= noise * 2.0**64:
+        return label
+    others = [c for c in classes if c != label]
+    return others[sample_hash(seed, epoch, index, _NOISE_CLASS) % len(others)]
+
+
 def template_index(seed: int, epoch: int, index: int, n: int) -> int:
     """Which of `n` templates item `index` uses in `epoch`. A hash rather than an RNG stream, so
     the choice for one item does not depend on how many items there are or the order of access."""

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .cache import DataSourceError, cache_dir
-from .captions import check_templates, fill, template_index
+from .captions import caption_class, check_templates, fill, template_index
 from .debian import fetch_from_debian
 from .idx import read_idx
 
@@ -122,7 +122,8 @@ class FashionMNISTPairs(Dataset):
     """Items `{"image": FloatTensor[1, 28, 28], "caption": str, "label": int, "index": int}`.
 
     The caption is a template with its '{}' replaced by the class name, the template picked by hashing
-    (seed, epoch, index): reproducible, and fresh each epoch after `set_epoch(e)`. With DataLoader
+    (seed, epoch, index): reproducible, and fresh each epoch after `set_epoch(e)`. With
+    `caption_noise` a share of the captions name another class (loosely paired data). With DataLoader
     workers, call `set_epoch` before iterating (non-persistent workers copy the dataset per epoch).
     """
 
@@ -133,10 +134,14 @@ class FashionMNISTPairs(Dataset):
         seed: int = 0,
         limit: int = 0,
         class_names: Sequence[str] | None = None,
+        caption_noise: float = 0.0,
     ):
         _check_split(split)
         if limit < 0:
             raise ValueError(f"limit must be >= 0 (0 = all), got {limit}")
+        if not 0 <= caption_noise <= 1:
+            raise ValueError(f"caption_noise must lie in [0, 1], got {caption_noise}")
+        self.caption_noise = caption_noise
         prompts = None if templates is not None and class_names is not None else fashion_mnist_prompts()
         self.templates = check_templates(templates if templates is not None else prompts.templates)
         self.class_names = list(class_names if class_names is not None else prompts.class_names)
@@ -168,7 +173,10 @@ class FashionMNISTPairs(Dataset):
                 for j, i in enumerate(idx)]
 
     def caption(self, index: int) -> str:
-        label = int(self._labels[index])
+        """A template filled with the item's class name, or, for a share `caption_noise` of the
+        items (drawn anew each epoch), with another class's name."""
+        label = caption_class(self.seed, self.epoch, index, int(self._labels[index]), range(NUM_CLASSES),
+                              self.caption_noise)
         t = self.templates[template_index(self.seed, self.epoch, index, len(self.templates))]
         return fill(t, self.class_names[label])
 

@@ -24,11 +24,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .captions import _splitmix64
+from .captions import caption_class, sample_hash
 from .images import DEFAULT_MAX_PIXELS, BadSampleError, open_image
 from .transforms import ImageTransform
 
-_MASK = (1 << 64) - 1
 _MAX_REPLACEMENTS = 16
 
 
@@ -50,14 +49,6 @@ def decode_skips(value) -> list[tuple[str, str]]:
     if all(isinstance(v, str) for v in value):
         return [s for v in value for s in decode_skips(v)]
     return [tuple(s) for s in value]
-
-
-def sample_hash(seed: int, epoch: int, index: int, salt: int = 0) -> int:
-    """A 64-bit hash of (seed, epoch, index, salt): independent per sample and per purpose."""
-    x = _splitmix64(seed & _MASK)
-    for v in (epoch, index, salt):
-        x = _splitmix64(x ^ (v & _MASK))
-    return x
 
 
 def shared_epoch() -> torch.Tensor:
@@ -100,6 +91,8 @@ class PairDataset(Dataset):
         self.name = name
         self.skipped = list(skipped)  # (where, reason) found while building
         self.max_pixels = max_pixels
+        self.caption_noise = 0.0  # share of items captioned as another class (set_caption_noise)
+        self._by_label: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -119,9 +112,26 @@ class PairDataset(Dataset):
     def captions(self, index: int) -> tuple[str, ...]:
         return self.records[index].captions
 
+    def set_caption_noise(self, noise: float) -> None:
+        """Loosely paired captions (data.caption_noise): a share `noise` of the items, drawn anew
+        each epoch, get the caption of a record of another class (labelled sources only)."""
+        if noise and not self.has_labels:
+            raise ValueError(f"{self.name}: data.caption_noise needs class labels (label_column), this source has none")
+        self.caption_noise = noise
+        self._by_label = {}
+        if noise:
+            for i, r in enumerate(self.records):
+                self._by_label.setdefault(r.label, []).append(i)
+
     def caption(self, index: int, epoch: int | None = None) -> str:
-        caps = self.records[index].captions
         e = self.epoch if epoch is None else epoch
+        if self.caption_noise:
+            label = self.records[index].label
+            other = caption_class(self.seed, e, index, label, sorted(self._by_label), self.caption_noise)
+            if other != label:
+                donors = self._by_label[other]
+                index = donors[sample_hash(self.seed, e, index, 103) % len(donors)]
+        caps = self.records[index].captions
         return caps[sample_hash(self.seed, e, index, 1) % len(caps)] if len(caps) > 1 else caps[0]
 
     def possible_captions(self) -> list[str]:

@@ -214,4 +214,14 @@ def build_pairs(data: DataConfig, vision: VisionConfig, seed: int = 0, train: bo
         ds.records = ds.records[: data.train_limit]
         if isinstance(ds, ArrayPairs):
             ds.images = ds.images[: data.train_limit]
+    if train and data.caption_noise:
+        parts = ds.datasets if isinstance(ds, MixedPairs) else [ds]
+        for part in parts:
+            if not isinstance(part, PairDataset):
+                raise ConfigError(f"data.caption_noise: needs map-style sources with labels; "
+                                  f"{getattr(part, 'name', type(part).__name__)} is a stream")
+            try:
+                part.set_caption_noise(data.caption_noise)
+            except ValueError as e:
+                raise ConfigError(f"data.caption_noise: {e}") from None
     return ds

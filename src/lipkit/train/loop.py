@@ -42,6 +42,7 @@ from lipkit.tokenizer import Tokenizer, build_tokenizer
 from lipkit.train.accumulation import forward_backward
 from lipkit.train.batches import BatchStream
 from lipkit.train.checkpointing import Checkpointer
+from lipkit.train.collapse_guard import CollapseError, CollapseGuard, prototype_capacity_warning
 from lipkit.train.metrics_log import MetricsLog, Throughput, truncate_metrics
 from lipkit.train.optim import build_optimizer, build_scheduler
 from lipkit.train.parallel import clip_gradients, wrap_model
@@ -131,6 +132,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     device = torch.device("cuda", dist_info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     cfg = copy.deepcopy(cfg)  # the run's own copy: resolved fields are written back below
     check_train_config(cfg.train)
+    guard = CollapseGuard(cfg.train)
     resume_dir = resolve_resume(str(resume), run_dir) if resume is not None else None
 
     # ---- data and tokenizer
@@ -224,6 +226,9 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     model.train()
     objective.train()
     heads = objective.required_heads
+    capacity = prototype_capacity_warning(cfg.model.prototypes.num_prototypes, cfg.train.batch_size)
+    if capacity and "prototypes" in heads and dist_info.is_main:
+        tqdm.write(f"lipkit: warning: {capacity}")
     # Gradients outside the wrapper's own synchronisation, averaged over ranks by the loop; clipping
     # takes the norm over both groups (the first may hold sharded DTensors).
     replicated = {id(p) for p in parallel.replicated}
@@ -288,7 +293,14 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
                     **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                     **{name: distributed.all_reduce_mean(v.detach().float()) for name, v in terms.items()},
                 }
+                collapse = guard.check(done, record)
+                if collapse:
+                    record["collapse"] = collapse
                 log.write(record)
+                if collapse and cfg.train.stop_on_collapse:
+                    raise CollapseError(f"{collapse} (train.stop_on_collapse=true)")
+                if collapse and dist_info.is_main:
+                    tqdm.write(f"lipkit: warning: {collapse}")
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}", sps=f"{figures['samples_per_s']:.0f}")
                 if warning and dist_info.is_main:
                     tqdm.write(f"lipkit: warning: {warning}")

@@ -12,10 +12,11 @@ import torch
 from lipkit.config import ConfigError
 
 
-def to_number(v) -> float | int:
+def to_number(v) -> float | int | str:
+    """A JSON value: tensors as numbers, non-finite numbers as strings ("nan"), strings as they are."""
     if isinstance(v, torch.Tensor):
         v = v.detach().float().item()
-    return v if isinstance(v, int) or math.isfinite(v) else str(v)
+    return v if isinstance(v, (int, str)) or math.isfinite(v) else str(v)
 
 
 class MetricsLog:
