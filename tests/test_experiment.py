@@ -85,6 +85,26 @@ def test_gap_claim_compares_small_and_large_batch_differences():
     assert v.verdict == "supported"
 
 
+def test_a_selection_is_chosen_on_the_validation_split_never_the_test_split():
+    from lipkit.experiment.selection import choose
+    from lipkit.experiment.spec import SelectionSpec
+
+    spec = _spec(batches=(64,))
+    spec.settings.append(SettingSpec("c"))
+    spec.selections = [SelectionSpec("tuned", "tuned", ["a", "b"])]
+    spec.validation_metrics = ["zeroshot", "linear"]
+    records = _records({("a", 64): [0.9, 0.9, 0.9], ("b", 64): [0.5, 0.5, 0.5], ("c", 64): [0.7, 0.7, 0.7]})
+    for r in records:  # on validation b is better (mean of zero-shot and linear): b is chosen
+        r["validation"] = ({"zeroshot": 0.2, "linear": 0.6} if r["setting"] == "a" else
+                           {"zeroshot": 0.5, "linear": 0.5} if r["setting"] == "b" else {})
+    groups, (choice,) = choose(spec, records, summarise(records))
+    assert choice.chosen == "b" and choice.scores["a"].mean == pytest.approx(0.4)
+    tuned = groups[("d", "tuned", 64)]
+    assert tuned.chosen == "b" and tuned.metrics["zeroshot"].mean == pytest.approx(0.5)
+    claim = ClaimSpec("c", "c beats the tuned one", "greater", ["c"], ["tuned"], ["zeroshot"])
+    assert judge(claim, spec, groups).conditions[0].diff == pytest.approx(0.2)
+
+
 def test_extract_reads_each_metric_from_its_record():
     records = [
         {"dataset": "fashion-mnist", "task": "zeroshot_classification", "metrics": {"acc1": 0.7}},
@@ -123,6 +143,11 @@ def _write_spec(path: Path, **changes) -> Path:
     ({"settings": [{"name": "clip"}, {"name": "clip"}]}, "'clip' appears twice"),
     ({"batch_sizes": [0]}, "batch_sizes"),
     ({"seed": [1]}, "unknown key 'seed'"),
+    ({"selections": [{"name": "t", "candidates": ["clip"]}]}, r"selections.t.candidates: list two or more"),
+    ({"selections": [{"name": "t", "candidates": ["clip", "nope"]}]}, r"unknown: \['nope'\]"),
+    ({"selections": [{"name": "clip", "candidates": ["clip", "xclip"]}]}, "'clip' appears twice"),
+    ({"datasets": [{"name": "fm", "config": "fashion-tiny", "samples": 9, "settings": ["nope"]}]},
+     r"datasets.fm.settings: unknown setting"),
 ])
 def test_spec_errors_name_the_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -170,6 +195,23 @@ def test_tiny_grid_runs_resumes_and_writes_the_page(tmp_path, capsys):
     assert "1 already done, 1 to run" in log and "fm/xclip/b32/s0" in log and "fm/clip/b32" not in log
     clip_cell = out / "cells/fm/clip/b32/s0/cell.json"
     assert clip_cell.read_text() == first[clip_cell]
+
+
+@pytest.mark.slow
+def test_selection_candidates_are_scored_on_the_held_back_training_images(tmp_path, capsys):
+    spec_file = _write_spec(tmp_path / "e.yaml", selections=[{"name": "tuned", "candidates": ["clip", "xclip"]}],
+                            claims=[], validation_metrics=["zeroshot"])
+    out, page = tmp_path / "grid", tmp_path / "results.md"
+    assert main(["experiment", str(spec_file), "--out", str(out), "--page", str(page)]) == 0
+    record = json.loads((out / "cells/fm/xclip/b32/s0/cell.json").read_text())
+    assert set(record["validation"]) == {"zeroshot"} and 0 <= record["validation"]["zeroshot"] <= 1
+    (zeroshot,) = json.loads((out / "cells/fm/xclip/b32/s0/run/validation.json").read_text())
+    # data.train_limit=512 in TINY: validation reads training images from index 512 on
+    assert zeroshot["dataset"] == "fashion-mnist:validation"
+    summary = json.loads((out / "summary.json").read_text())
+    (choice,) = summary["choices"]
+    assert choice["chosen"] in ("clip", "xclip") and set(choice["validation_scores"]) == {"clip", "xclip"}
+    assert "## Settings chosen on the validation split" in page.read_text()
 
 
 @pytest.mark.slow

@@ -171,7 +171,9 @@ class SourceConfig:
     path: str = ""
     format: Literal["auto", "builtin", "folder", "csv", "tsv", "jsonl", "webdataset"] = "auto"
     weight: float = 1.0  # share of the mixed stream: weight / sum of weights
-    split: str = ""  # built-in sources: tuxpaint all|train|holdout (train = all but the 200-item hold-out)
+    # built-in sources: tuxpaint all|train|holdout (train = all but the 200-item hold-out) or
+    # fit|validation (train split again: 150 stamps held back for choosing settings)
+    split: str = ""
     image_column: str = "image"  # CSV/TSV column or JSONL key holding the image path
     caption_column: str = "caption"  # ... the caption (JSONL and WebDataset .json: a string or a list)
     label_column: str = ""  # ... an integer label (optional)
@@ -255,6 +257,10 @@ class EvalConfig:
     # `lipkit eval` (src/lipkit/eval/tasks.py): which data the tasks use and their settings
     dataset: Literal["fashion-mnist", "tuxpaint"] = "fashion-mnist"
     test_limit: int = 0  # use only the first N test images (0 = all)
+    # test: the data set's test split; validation: training data the run held back, for choosing
+    # settings without touching the test split (fashion-mnist: the training images after
+    # data.train_limit; tuxpaint: the 150 validation stamps of the training split)
+    split: Literal["test", "validation"] = "test"
     prompts_path: str = ""  # JSON with "class_names" and "templates" ("" = the dataset's own)
     features: Literal["pre", "post"] = "pre"  # linear/kNN on pooled tower features or embeddings
     few_shot_k: int = 0  # linear probe on k training samples per class (0 = all)

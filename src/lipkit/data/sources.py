@@ -12,7 +12,7 @@ A spec is a string or a `SourceConfig` (or a list of them, mixed by weight):
 Map-style sources give a `PairDataset` (its size counted when opened); shards give a stream
 (`ShardStream`); a mix is map-style when all its parts are (`MixedPairs`), else a stream
 (`MixedStream`). Built-ins: fashion-mnist (train split, templated captions), digits (sklearn,
-templated), tuxpaint (all|train|holdout), openclipart.
+templated), tuxpaint (all|train|holdout; train = fit + validation), openclipart.
 """
 from __future__ import annotations
 
@@ -89,15 +89,18 @@ def detect_format(src: SourceConfig) -> str:
 def _builtin(src: SourceConfig, transform, seed: int, templates: Sequence[str], max_pixels: int) -> PairDataset:
     name, split = src.path, src.split
     if name == "tuxpaint":
-        from .tuxpaint import load_tuxpaint, tuxpaint_holdout_split
+        from .tuxpaint import load_tuxpaint, tuxpaint_holdout_split, tuxpaint_validation_split
 
         if split in ("", "all"):
             items = load_tuxpaint()
         elif split in ("train", "holdout"):
             train, holdout = tuxpaint_holdout_split()
             items = train if split == "train" else holdout
+        elif split in ("fit", "validation"):
+            fit, validation = tuxpaint_validation_split()
+            items = fit if split == "fit" else validation
         else:
-            raise ConfigError(f"source tuxpaint: split must be all, train or holdout, got {split!r}")
+            raise ConfigError(f"source tuxpaint: split must be all, train, holdout, fit or validation, got {split!r}")
         records = [PairRecord(str(it.image), it.captions, it.label) for it in items]
         return FilePairs(records, transform, labels=True, seed=seed, name=f"tuxpaint:{split or 'all'}", max_pixels=max_pixels)
     if name == "openclipart":

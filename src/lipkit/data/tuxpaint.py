@@ -185,5 +185,16 @@ def tuxpaint_holdout_split(
     return train, holdout
 
 
+VALIDATION_SIZE = 150
+
+
+def tuxpaint_validation_split(size: int = VALIDATION_SIZE, items: list[TuxPaintItem] | None = None
+                              ) -> tuple[list[TuxPaintItem], list[TuxPaintItem]]:
+    """(fit, validation): the training stamps (outside the fixed hold-out) split again, `size` of
+    them chosen by hash for choosing settings, so that nothing is tuned on the hold-out."""
+    train, _ = tuxpaint_holdout_split(items=items)
+    return tuxpaint_holdout_split(seed=1, size=size, items=train)
+
+
 def clear_cache() -> None:
     shutil.rmtree(data_dir(), ignore_errors=True)

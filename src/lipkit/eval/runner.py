@@ -167,13 +167,14 @@ def summary_table(out: EvalOutput) -> str:
     for r in out.records:
         keys = HEADLINE.get(r["task"], tuple(r["metrics"])[:4])
         shown = ", ".join(f"{_short(k)} {_value(k, r['metrics'][k])}" for k in keys if k in r["metrics"])
-        cli_task = _cli_task(r["task"])
+        cli_task_name = cli_task(r["task"])
         rows.append({"dataset": r["dataset"], "task": r["task"], "metrics": shown,
-                     "time": f"{out.seconds[cli_task]:.0f} s" if cli_task in out.seconds else ""})
+                     "time": f"{out.seconds[cli_task_name]:.0f} s" if cli_task_name in out.seconds else ""})
     return format_table(rows, ["dataset", "task", "metrics", "time"])
 
 
-def _cli_task(record_task: str) -> str:
+def cli_task(record_task: str) -> str:
+    """The `lipkit eval --tasks` name that writes records of task `record_task`."""
     return {"zeroshot_classification": "zeroshot", "linear_probe": "linear",
             "knn_classification": "knn", "zeroshot_retrieval": "retrieval",
             "ood_classification": "ood", "word_similarity": "text", "caption_probe": "text",

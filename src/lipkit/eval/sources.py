@@ -12,6 +12,12 @@ captions per image (retrieval).
   are the 16 categories; each stamp has its one caption (equal captions on different stamps
   are hits in retrieval). The style shift compares hold-out photos with hold-out cartoons, both
   restricted to the categories that have a cartoon in the hold-out.
+
+With `eval.split: validation` the test split is replaced by training data the run did not train
+on, for choosing settings: Fashion-MNIST's training images after `data.train_limit` (the probes
+train on images before it), Tux Paint's 150 validation stamps (`data.sources` split `fit`
+trains on the rest; the probes train on `fit`). Records then name the data set
+`NAME:validation`.
 """
 from __future__ import annotations
 
@@ -95,7 +101,8 @@ def _fill(template: str, name: str) -> str:
     return template.replace("{c}", name).replace("{}", name)
 
 
-def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0) -> EvalData:
+def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0, train_limit: int = 0) -> EvalData:
+    """`train_limit`: the run's data.train_limit (the validation split starts after it)."""
     from lipkit.data import FashionMNISTPairs, load_fashion_mnist
     from lipkit.data.fashion_mnist import PROMPTS_FILE
 
@@ -103,20 +110,30 @@ def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0
     flat_templates = templates if isinstance(templates, list) else None
 
     train_images, train_labels = load_fashion_mnist("train")
-    n_train = min(cfg.linear_train_limit or len(train_labels), len(train_labels))
+    held_back = slice(0, None)  # of the test split's images; validation: of the training images
+    if cfg.split == "validation":
+        if not 0 < train_limit < len(train_labels):
+            raise EvalError("eval.split=validation on fashion-mnist reads the training images the run held "
+                            f"back, but its data.train_limit is {train_limit}: train with data.train_limit "
+                            f"below {len(train_labels)}")
+        held_back = slice(train_limit, None)
+    n_train = min(cfg.linear_train_limit or len(train_labels), held_back.start or len(train_labels))
     train_pairs = FashionMNISTPairs("train", templates=list(train_templates), seed=seed,
                                     limit=n_train, class_names=names)
     train_caps = [train_pairs.caption(i) for i in range(n_train)]
     train = Split(train_images[:n_train], np.array(train_labels[:n_train]), train_caps,
                   [[c] for c in train_caps])
 
-    test_images, test_labels = load_fashion_mnist("test")
+    test_images, test_labels = load_fashion_mnist("train" if cfg.split == "validation" else "test")
+    test_images, test_labels = test_images[held_back], test_labels[held_back]
     n_test = min(cfg.test_limit or len(test_labels), len(test_labels))
     labels = np.array(test_labels[:n_test])
     if flat_templates is not None:
+        # test captions: a template chosen per (seed, index) among the evaluation templates
         test_pairs = FashionMNISTPairs("test", templates=[t.replace("{c}", "{}") for t in flat_templates],
-                                       seed=seed, limit=n_test, class_names=names)
-        caption = [test_pairs.caption(i) for i in range(n_test)]
+                                       seed=seed, class_names=names)
+        caption = [test_pairs.caption(i) if cfg.split == "test" else
+                   fill_caption(test_pairs, i, int(labels[i])) for i in range(n_test)]
         per_class = [[_fill(t, n) for t in flat_templates] for n in names]
     else:  # per-class prompt lists: the first prompt is the caption
         per_class = [list(templates[n]) for n in names]
@@ -127,7 +144,19 @@ def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0
                                             sorted(rng.permutation(len(per_class[y]))[:k])]
                 for y in labels]
     test = Split(test_images[:n_test], labels, caption, captions)
-    return EvalData("fashion-mnist", train, test, names, templates)
+    return EvalData(_name("fashion-mnist", cfg), train, test, names, templates)
+
+
+def fill_caption(pairs, index: int, label: int) -> str:
+    """`pairs`' template for `index`, filled with class `label` (images that are not its own)."""
+    from lipkit.data.captions import fill, template_index
+
+    return fill(pairs.templates[template_index(pairs.seed, pairs.epoch, index, len(pairs.templates))],
+                pairs.class_names[label])
+
+
+def _name(dataset: str, cfg: EvalConfig) -> str:
+    return dataset if cfg.split == "test" else f"{dataset}:{cfg.split}"
 
 
 def _tuxpaint_split(items) -> Split:
@@ -139,10 +168,11 @@ def _tuxpaint_split(items) -> Split:
 
 
 def tuxpaint(cfg: EvalConfig, seed: int = 0) -> EvalData:
-    from lipkit.data.tuxpaint import CATEGORIES, load_tuxpaint, tuxpaint_holdout_split
+    from lipkit.data.tuxpaint import CATEGORIES, load_tuxpaint, tuxpaint_holdout_split, tuxpaint_validation_split
 
     names, templates = _prompts(cfg, PROMPTS_DIR / "tuxpaint.json", len(CATEGORIES))
-    train_items, holdout = tuxpaint_holdout_split(items=load_tuxpaint())
+    split = tuxpaint_validation_split if cfg.split == "validation" else tuxpaint_holdout_split
+    train_items, holdout = split(items=load_tuxpaint())
     if cfg.test_limit:
         holdout = holdout[:cfg.test_limit]
     if cfg.linear_train_limit:
@@ -156,13 +186,14 @@ def tuxpaint(cfg: EvalConfig, seed: int = 0) -> EvalData:
     if photos and cartoons:
         style = (test.take([by_id[it.id] for it in photos]),
                  test.take([by_id[it.id] for it in cartoons]))
-    return EvalData("tuxpaint", train, test, names, templates, style)
+    return EvalData(_name("tuxpaint", cfg), train, test, names, templates, style)
 
 
 def load_eval_data(cfg: EvalConfig, data_cfg: DataConfig | None = None, seed: int = 0) -> EvalData:
     """The data `cfg.dataset` names; `data_cfg` gives the training caption templates."""
     if cfg.dataset == "fashion-mnist":
-        return fashion_mnist(cfg, (data_cfg or DataConfig()).caption_templates, seed)
+        data_cfg = data_cfg or DataConfig()
+        return fashion_mnist(cfg, data_cfg.caption_templates, seed, data_cfg.train_limit)
     if cfg.dataset == "tuxpaint":
         return tuxpaint(cfg, seed)
     raise EvalError(f"eval.dataset: unknown dataset {cfg.dataset!r}")

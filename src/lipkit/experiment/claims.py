@@ -63,13 +63,15 @@ def difference(groups: dict[Key, Group], dataset: str, batch: int, metric: str, 
 
 def conditions(claim: ClaimSpec, spec: ExperimentSpec, groups: dict[Key, Group]) -> list[Condition]:
     datasets = claim.datasets or [d.name for d in spec.datasets]
-    batches = sorted(set(spec.batch_sizes))
     out = []
     for dataset in datasets:
+        batches = spec.batch_sizes_of(spec.dataset(dataset))
         for metric in claim.metrics:
             for a in claim.a:
                 for b in claim.b:
                     if claim.kind == "gap_grows_as_batch_shrinks":
+                        if len(batches) < 2:
+                            continue
                         small = difference(groups, dataset, batches[0], metric, a, b)
                         large = difference(groups, dataset, batches[-1], metric, a, b)
                         if small and large:

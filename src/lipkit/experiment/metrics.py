@@ -31,18 +31,22 @@ METRICS: dict[str, Metric] = {
     "style_zeroshot": Metric("ood_classification", "zeroshot_shifted_acc1", "cartoon zero-shot top-1", "-style"),
     "caption_probe": Metric("caption_probe", "caption_probe_acc1", "caption probe top-1"),
     "wordsim": Metric("word_similarity", "wordsim_spearman", "WordSim-353 Spearman ρ", any_dataset=True),
-    "usage_entropy": Metric("prototype_collapse", "image_usage_entropy_ratio", "prototype usage H(p̄)/log K"),
-    "sample_sharpness": Metric("prototype_collapse", "image_sample_entropy_ratio",
-                               "per-sample sharpness 1 − H(p)/log K", complement=True),
-    "prototypes_used": Metric("prototype_collapse", "image_distinct_prototypes", "prototypes used (argmax)"),
+    # prototype collapse: mutual information between input and prototype over log min(K, C) (0 for
+    # either collapse), NMI between argmax prototype and class, prototypes used
+    "image_mi": Metric("prototype_collapse", "image_mutual_information_ratio", "image prototype MI I/log C"),
+    "text_mi": Metric("prototype_collapse", "text_mutual_information_ratio", "text prototype MI I/log C"),
+    "image_nmi": Metric("prototype_collapse", "image_label_nmi", "image prototype–class NMI"),
+    "text_nmi": Metric("prototype_collapse", "text_label_nmi", "text prototype–class NMI"),
+    "prototypes_used": Metric("prototype_collapse", "image_distinct_prototypes", "image prototypes used (argmax)"),
+    "agreement": Metric("prototype_collapse", "argmax_agreement", "image/text argmax agreement"),
 }
 
 # The page's two tables per dataset.
 TABLE_GROUPS = (
     ("transfer and representation", ("zeroshot", "linear", "knn", "retrieval_i2t", "retrieval_t2i",
                                      "ood_zeroshot", "ood_linear", "style_zeroshot")),
-    ("text and prototypes", ("caption_probe", "wordsim", "usage_entropy", "sample_sharpness",
-                             "prototypes_used")),
+    ("text and prototypes", ("caption_probe", "wordsim", "image_mi", "text_mi", "image_nmi", "text_nmi",
+                             "prototypes_used", "agreement")),
 )
 
 

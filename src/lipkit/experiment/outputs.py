@@ -10,6 +10,7 @@ from lipkit.checkpoint import atomic_write
 from .claims import judge_all
 from .page import render
 from .plots import dataset_bars, gap_lines
+from .selection import choose
 from .spec import ExperimentSpec
 from .summary import dataset_tables, summarise, to_json
 
@@ -22,10 +23,13 @@ def _text(path: Path, text: str) -> Path:
 
 def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command: str,
                   grid_seconds: float, page: Path | None = None) -> list[Path]:
-    groups = summarise(records)
+    groups, choices = choose(spec, records, summarise(records))
     verdicts = judge_all(spec, groups)
     written = [_text(out / "summary.json", json.dumps(
         {"groups": to_json(groups),
+         "choices": [{"selection": c.selection, "dataset": c.dataset, "batch_size": c.batch_size,
+                      "chosen": c.chosen, "validation_scores": {k: s.__dict__ for k, s in c.scores.items()}}
+                     for c in choices],
          "claims": [{"id": v.claim.id, "text": v.claim.text, "verdict": v.verdict,
                      "wins": v.count("win"), "ties": v.count("tie"), "losses": v.count("loss"),
                      "conditions": [c.__dict__ | {"outcome": c.outcome} for c in v.conditions]}
@@ -48,5 +52,5 @@ def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command:
                     figures[f"claim:{c.id}"] = path
         written += list(figures.values())
         written.append(_text(target, render(spec, len(records), groups, verdicts, figures, target, command,
-                                            grid_seconds, cell_seconds) + "\n"))
+                                            grid_seconds, cell_seconds, choices) + "\n"))
     return written

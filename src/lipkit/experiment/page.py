@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from .claims import Verdict, metric_label
+from .selection import Choice, choices_table
 from .spec import ExperimentSpec
 from .summary import Group, Key, dataset_tables
 
@@ -49,7 +50,7 @@ def _claim_detail(spec: ExperimentSpec, v: Verdict) -> list[str]:
 
 def render(spec: ExperimentSpec, runs: int, groups: dict[Key, Group], verdicts: list[Verdict],
            figures: dict[str, Path], page: Path, command: str, grid_seconds: float,
-           cell_seconds: float) -> str:
+           cell_seconds: float, choices: list[Choice] = ()) -> str:
     date = time.strftime("%Y-%m-%d %H:%M")
     import torch
 
@@ -72,14 +73,23 @@ def render(spec: ExperimentSpec, runs: int, groups: dict[Key, Group], verdicts: 
              "`src/lipkit/experiment/claims.py`.", ""]
     lines += _claims_table(verdicts) + [""]
     lines += ["## What ran", "",
-              f"Seeds {spec.seeds}; batch sizes {spec.batch_sizes}; every batch size sees the same "
-              "number of training pairs (steps = samples / batch).", ""]
+              f"Seeds {spec.seeds}; batch sizes {spec.batch_sizes} unless a dataset says otherwise; every "
+              "batch size sees the same number of training pairs (steps = samples / batch).", ""]
     for d in spec.datasets:
-        steps = ", ".join(f"{max(1, round(d.samples / b))} steps at batch {b}" for b in sorted(spec.batch_sizes))
-        lines += [f"- **{d.name}**: config `{d.config}`, {d.samples} training pairs per run ({steps}); "
+        steps = ", ".join(f"{max(1, round(d.samples / b))} steps at batch {b}" for b in spec.batch_sizes_of(d))
+        only = f"; settings: {', '.join(spec.setting(n).title for n in d.settings)}" if d.settings else ""
+        lines += [f"- **{d.name}**: config `{d.config}`, {d.samples} training pairs per run ({steps}){only}; "
                   f"overrides: `{' '.join(d.set) or '(none)'}`"]
     lines += ["", "| setting | overrides |", "|---|---|"]
     lines += [f"| {s.title} | `{' '.join(s.set) or '(none)'}` |" for s in spec.settings]
+    if spec.selections:
+        lines += ["", "## Settings chosen on the validation split", "",
+                  "Each selection's candidates were trained alike and scored on the validation split "
+                  "(training data the runs held back; never the test split); the best mean score over "
+                  "seeds stands for the selection in the tables and claims.", ""]
+        lines += [f"- **{s.title}**: {', '.join(spec.setting(c).title for c in s.candidates)}"
+                  for s in spec.selections] + [""]
+        lines += choices_table(spec, list(choices))
     lines += ["", "## Claims in detail", ""]
     for v in verdicts:
         lines += _claim_detail(spec, v)

@@ -17,14 +17,16 @@ from .spec import ExperimentSpec  # noqa: E402
 from .summary import Group, Key  # noqa: E402
 
 BAR_METRICS = ("zeroshot", "linear", "knn", "retrieval_i2t", "ood_zeroshot", "caption_probe",
-               "wordsim", "usage_entropy", "sample_sharpness")
+               "wordsim", "image_mi", "image_nmi")
 
 
 def dataset_bars(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str, path: Path) -> Path | None:
     present = [m for m in BAR_METRICS if any(g.dataset == dataset and m in g.metrics for g in groups.values())]
     if not present:
         return None
-    batches = sorted(set(spec.batch_sizes))
+    batches = spec.batch_sizes_of(spec.dataset(dataset))
+    shown = [spec.setting(name) for name in spec.shown()
+             if any(g.dataset == dataset and g.setting == name for g in groups.values())]
     cols = 2
     rows = math.ceil(len(present) / cols)
     with plt.rc_context(STYLE):
@@ -33,7 +35,7 @@ def dataset_bars(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str, p
         for ax, metric in zip(axes.flat, present):
             for j, batch in enumerate(batches):
                 xs, means, stds = [], [], []
-                for i, s in enumerate(spec.settings):
+                for i, s in enumerate(shown):
                     g = groups.get((dataset, s.name, batch))
                     if g is not None and metric in g.metrics:
                         xs.append(i + (j - (len(batches) - 1) / 2) * width)
@@ -42,8 +44,8 @@ def dataset_bars(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str, p
                 ax.bar(xs, means, width, yerr=stds, capsize=2, color=COLOURS[j % len(COLOURS)],
                        label=f"batch {batch}", error_kw={"elinewidth": 0.8})
             ax.set_title(METRICS[metric].label)
-            ax.set_xticks(range(len(spec.settings)))
-            ax.set_xticklabels([s.title for s in spec.settings], rotation=35, ha="right", fontsize=8)
+            ax.set_xticks(range(len(shown)))
+            ax.set_xticklabels([s.title for s in shown], rotation=35, ha="right", fontsize=8)
         for ax in list(axes.flat)[len(present):]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=8)
@@ -57,9 +59,12 @@ def dataset_bars(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str, p
 
 def gap_lines(spec: ExperimentSpec, groups: dict[Key, Group], claim, path: Path) -> Path | None:
     """d = a − b against batch size, one panel per (dataset, metric), one line per a-setting."""
-    batches = sorted(set(spec.batch_sizes))
-    datasets = claim.datasets or [d.name for d in spec.datasets]
+    datasets = [d for d in claim.datasets or [d.name for d in spec.datasets]
+                if len(spec.batch_sizes_of(spec.dataset(d))) > 1]
+    batches = sorted({b for d in datasets for b in spec.batch_sizes_of(spec.dataset(d))})
     panels = [(d, m) for d in datasets for m in claim.metrics]
+    if not panels:
+        return None
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
         drawn = False

@@ -18,10 +18,12 @@ from lipkit.checkpoint import CHECKPOINTS_DIR, MODEL_FILE, OBJECTIVE_FILE, atomi
 from lipkit.errors import LipkitError
 
 from .grid import Cell, build_cells
-from .metrics import extract
+from .metrics import METRICS, extract
 from .spec import ExperimentSpec
 
 CELL_FILE = "cell.json"
+VALIDATION = "validation"
+VALIDATION_FILE = "validation.json"  # the run's records on the validation split (selection candidates)
 TRAINED_FILE = "trained.json"
 GRID_FILE = "grid.json"  # wall time summed over invocations
 
@@ -94,9 +96,27 @@ def run_cell(cell: Cell, out: Path, spec: ExperimentSpec, memo) -> tuple[dict, s
     evaluation = evaluate_model(load_model_spec(str(run_dir)), spec.tasks, progress=False, memo=memo)
     write_outputs(evaluation, run_dir / "results.json")
     record.update(train_seconds=trained["train_seconds"], final_loss=trained["final_loss"],
-                  bad_steps=trained["bad_steps"], eval_seconds=time.perf_counter() - start,
-                  metrics=extract(evaluation.records))
+                  bad_steps=trained["bad_steps"], metrics=extract(evaluation.records))
+    if cell.setting.name in spec.validated:  # a selection's candidate: scored on the validation split too
+        em = load_model_spec(str(run_dir), [f"eval.split={VALIDATION}"])
+        validation = evaluate_model(em, validation_tasks(spec), progress=False, memo=memo)
+        write_outputs(validation, run_dir / VALIDATION_FILE)
+        record["validation"] = extract(validation.records)
+    record["eval_seconds"] = time.perf_counter() - start
     return record, None
+
+
+def validation_tasks(spec: ExperimentSpec) -> list[str]:
+    """The `lipkit eval` tasks that give the validation metrics."""
+    from lipkit.eval.runner import cli_task
+
+    return list(dict.fromkeys(cli_task(METRICS[m].task) for m in spec.validation_metrics))
+
+
+def needs_run(cell: Cell, spec: ExperimentSpec, done: dict | None) -> bool:
+    """No record yet, a record of another config, or one without the validation scores it needs."""
+    return (done is None or done.get("config_digest") != cell.digest
+            or (cell.setting.name in spec.validated and "error" not in done and "validation" not in done))
 
 
 def load_record(cell: Cell, out: Path) -> dict | None:
@@ -106,6 +126,9 @@ def load_record(cell: Cell, out: Path) -> dict | None:
     records = _read(cell.directory(out) / "run" / "results.json")
     if record is not None and "error" not in record and isinstance(records, list):
         record["metrics"] = extract(records)
+    validation = _read(cell.directory(out) / "run" / VALIDATION_FILE)
+    if record is not None and "validation" in record and isinstance(validation, list):
+        record["validation"] = extract(validation)
     return record
 
 
@@ -118,14 +141,11 @@ def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
     memo = TowerMemo()
     result = GridResult()
     start = time.perf_counter()
-    todo = []
-    for cell in cells:
-        done = _read(cell.directory(out) / CELL_FILE)
-        todo.append(done is None or done.get("config_digest") != cell.digest)
+    todo = [needs_run(cell, spec, _read(cell.directory(out) / CELL_FILE)) for cell in cells]
     remaining = sum(todo)
-    log(f"experiment {spec.title or spec.source}: {len(cells)} cells "
-        f"({len(spec.datasets)} datasets × {len(spec.settings)} settings × {len(spec.batch_sizes)} "
-        f"batch sizes × {len(spec.seeds)} seeds), {len(cells) - remaining} already done, {remaining} to run")
+    log(f"experiment {spec.title or spec.source}: {len(cells)} cells ({len(spec.datasets)} datasets, "
+        f"{len(spec.settings)} settings, {len(spec.seeds)} seeds), {len(cells) - remaining} already done, "
+        f"{remaining} to run")
     for i, (cell, needed) in enumerate(zip(cells, todo), 1):
         if not needed:
             result.records.append(load_record(cell, out))

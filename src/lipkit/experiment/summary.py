@@ -43,6 +43,7 @@ class Group:
     seeds: int
     failed: int  # cells whose training failed (recorded with an error)
     train_seconds: float  # mean per cell
+    chosen: str = ""  # a selection's group: the candidate setting the validation split chose
 
 
 Key = tuple[str, str, int]
@@ -72,10 +73,12 @@ def dataset_table(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str,
     """One row per (setting, batch size): mean ± std over seeds of each metric."""
     rows_of = [g for g in groups.values() if g.dataset == dataset]
     present = [m for m in (metrics or list(METRICS)) if any(m in g.metrics for g in rows_of)]
-    order = {s.name: i for i, s in enumerate(spec.settings)}
+    # the settings shown first (no selection's candidates), the selections, then the candidates
+    order = {name: i for i, name in enumerate(dict.fromkeys([*spec.shown(), *(s.name for s in spec.settings)]))}
     rows = []
     for g in sorted(rows_of, key=lambda g: (order[g.setting], g.batch_size)):
-        row = {"setting": spec.setting(g.setting).title, "batch": g.batch_size,
+        title = spec.setting(g.setting).title + (f" (→ {spec.setting(g.chosen).title})" if g.chosen else "")
+        row = {"setting": title, "batch": g.batch_size,
                "seeds": f"{g.seeds}" + (f" ({g.failed} failed)" if g.failed else ""),
                "train s": f"{g.train_seconds:.0f}"}
         row.update({METRICS[m].label: g.metrics[m].text() for m in present if m in g.metrics})
