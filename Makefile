@@ -53,7 +53,7 @@ PEER_STAMP := $(PEER)/.lipkit-peer-installed
 
 $(PEER_STAMP): pyproject.toml constraints.txt
 	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
-	$(PEER)/bin/python -m pip install --quiet -c constraints.txt -e . "open_clip_torch==3.3.0" "torchvision==0.28.0" timm
+	$(PEER)/bin/python -m pip install --quiet -c constraints.txt -e . "open_clip_torch==3.3.0" "torchvision==0.28.0" timm "transformers==5.23.0"
 	@$(PEER)/bin/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v == '2.13.0+cpu' else f'error: expected torch 2.13.0+cpu, got {v}')"
 	touch $@
 
