@@ -162,6 +162,13 @@ class Tokenizer:
         return self._hf
 
     @property
+    def pads_with_special_token(self) -> bool:
+        """Whether id 0 is a padding token no text produces (lipkit's <pad>, BERT's [PAD]) rather
+        than a real token (OpenAI CLIP's "!", imported models)."""
+        token = self._hf.get_added_tokens_decoder().get(0)
+        return token is not None and token.special
+
+    @property
     def special_tokens(self) -> tuple[str, str, str]:
         """(padding, start, end) token names."""
         return (self._hf.id_to_token(0), *_start_end(self._hf))

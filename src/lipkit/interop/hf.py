@@ -81,14 +81,23 @@ def model_config(cfg: ModelConfig, tokenizer: Tokenizer, log_logit_scale: float)
         "vision_config": {**_tower(v, cfg.embed_dim), "image_size": v.image_size, "patch_size": v.patch_size,
                           "num_channels": 3},
         "text_config": {**_tower(t, cfg.embed_dim), "vocab_size": t.vocab_size, "max_position_embeddings": t.context_length,
-                        "pad_token_id": 0, "bos_token_id": tokenizer.sos_id, "eos_token_id": tokenizer.eos_id},
+                        "pad_token_id": tokenizer.pad_id, "bos_token_id": tokenizer.sos_id, "eos_token_id": tokenizer.eos_id},
     }
 
 
 def write_tokenizer(tokenizer: Tokenizer, out: Path) -> None:
-    """tokenizer.json (the run's own) and a tokenizer_config.json for transformers' AutoTokenizer."""
-    tokenizer.save(out)
+    """tokenizer.json (the run's own) and a tokenizer_config.json for transformers' AutoTokenizer.
+    Where id 0 is a real token (OpenAI's "!"), transformers would make the padding token special and
+    split it out of text: such a vocabulary pads with its end token instead, as OpenAI's CLIP does
+    (the end token is pooled first; what follows it changes nothing)."""
     pad, start, end = tokenizer.special_tokens
+    if tokenizer.pads_with_special_token:
+        tokenizer.save(out)
+    else:
+        pad = end
+        hf = Tokenizer.from_hf(tokenizer.hf, tokenizer.context_length).hf
+        hf.enable_padding(length=tokenizer.context_length, pad_id=tokenizer.eos_id, pad_token=end)
+        hf.save(str(out / "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": start, "eos_token": end, "pad_token": pad,
               "model_max_length": tokenizer.context_length, "processor_class": "CLIPProcessor"}
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -117,6 +126,7 @@ def _transformers():
     except ImportError as e:
         raise InteropError(f"{FORMAT}: transformers is not installed ({e}); pip install -c constraints.txt "
                            "'.[towers]'") from None
+    transformers.utils.logging.disable_progress_bar()  # lipkit prints one line per conversion
     return transformers
 
 
@@ -191,8 +201,7 @@ def read(spec: str) -> Foreign:
     end_id = t.eos_token_id[0] if isinstance(t.eos_token_id, list) else t.eos_token_id
     if end_id == 2:  # legacy configs: transformers pools at the highest id
         end_id = tokenizer.eos_id
-    pad_token = tokenizer.hf.get_added_tokens_decoder().get(0)
-    pooling = text_pooling(pad_token is not None and pad_token.special, end_id, t.vocab_size, FORMAT)
+    pooling = text_pooling(tokenizer.pads_with_special_token, end_id, t.vocab_size, FORMAT)
     model_cfg = ModelConfig(
         vision=VisionConfig(image_size=v.image_size, patch_size=v.patch_size, channels=3, width=v.hidden_size,
                             layers=v.num_hidden_layers, heads=v.num_attention_heads, mlp_ratio=_mlp_ratio(v, "vision_config"),

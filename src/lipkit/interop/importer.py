@@ -39,6 +39,7 @@ def import_model(spec: str, out: str | Path) -> ImportReport:
     foreign = module.read(rest)
     cfg = RunConfig(model=foreign.model_cfg)
     cfg.data.image_mean, cfg.data.image_std = foreign.image_mean, foreign.image_std
+    cfg.model.text.eos_last = foreign.tokenizer.eos_id == foreign.tokenizer.vocab_size - 1  # as recorded for runs
     model = LIPModel(cfg.model)
     model.load_state_dict(lipkit_state(to_ours(foreign.state, module.rules(cfg.model), fmt)))
     model.eval()

@@ -174,7 +174,6 @@ def read(spec: str) -> Foreign:
     tokenizer = _tokenizer(open_clip_tokenizer, context_length, spec)
     vocab_size = t.get("vocab_size", 49408)
     end_id = t.get("eos_id", 2) if t.get("pool_type", "argmax") == "eos" else vocab_size - 1
-    pad_token = tokenizer.hf.get_added_tokens_decoder().get(0)
     activation = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
     width = v.get("width", 768)
     model_cfg_ours = ModelConfig(
@@ -184,7 +183,7 @@ def read(spec: str) -> Foreign:
                             activation=activation),
         text=TextConfig(vocab_size=vocab_size, context_length=context_length, width=t.get("width", 512),
                         layers=t.get("layers", 12), heads=t.get("heads", 8), mlp_ratio=t.get("mlp_ratio", 4.0),
-                        pooling=text_pooling(pad_token is not None and pad_token.special, end_id, vocab_size, FORMAT),
+                        pooling=text_pooling(tokenizer.pads_with_special_token, end_id, vocab_size, FORMAT),
                         activation=activation),
         embed_dim=model_cfg["embed_dim"], heads=["clip"],
     )
