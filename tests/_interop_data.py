@@ -25,6 +25,18 @@ def tiny_run(out: Path, *overrides: str):
     return result
 
 
+@torch.no_grad()
+def lipkit_embeddings(model, preprocess, tokenizer, images, texts):
+    """(pixels, normalised image embeddings, normalised text embeddings) through lipkit's own preprocess."""
+    pixels = torch.stack([preprocess(im) for im in images])
+    return pixels, model.encode_image(pixels, normalize=True), model.encode_text(tokenizer(texts), normalize=True)
+
+
+def gray_and_rgb_runs(root: Path) -> dict:
+    """The fashion-tiny xCLIP run (grayscale, 28 px) and an RGB CLIP run at 32 px."""
+    return {"gray": tiny_run(root / "gray", "objective.name=xclip"), "rgb": tiny_run(root / "rgb", *RGB)}
+
+
 def fashion_images(n: int = 12) -> list[Image.Image]:
     images, _ = load_fashion_mnist("test")
     return [Image.fromarray(a) for a in images[:n]]

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _interop_data import RGB, captions, fashion_images, max_difference, tiny_run, tuxpaint_stamps
+from _interop_data import (
+    captions,
+    fashion_images,
+    gray_and_rgb_runs,
+    lipkit_embeddings,
+    max_difference,
+    tuxpaint_stamps,
+)
 
 import lipkit
 from lipkit.cli import main
@@ -27,8 +34,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf")
-    return {"gray": tiny_run(root / "gray", "objective.name=xclip"), "rgb": tiny_run(root / "rgb", *RGB)}
+    return gray_and_rgb_runs(tmp_path_factory.mktemp("hf"))
 
 
 def _hf(path):
@@ -45,12 +51,6 @@ def _hf_embeddings(model, processor, images, texts, context_length):
     return pixels, batch["input_ids"], F.normalize(image, dim=-1), F.normalize(text, dim=-1)
 
 
-@torch.no_grad()
-def _lipkit_embeddings(model, preprocess, tokenizer, images, texts):
-    pixels = torch.stack([preprocess(im) for im in images])
-    return pixels, model.encode_image(pixels, normalize=True), model.encode_text(tokenizer(texts), normalize=True)
-
-
 def test_fashion_tiny_round_trip_through_hf(runs, tmp_path):
     run = runs["gray"]
     report = export_run(run.run_dir, "hf", tmp_path / "hf")
@@ -60,7 +60,7 @@ def test_fashion_tiny_round_trip_through_hf(runs, tmp_path):
     # Gray images: the digits as they are, and Tux Paint stamps as lipkit's grayscale tower sees them.
     images = fashion_images(12) + [im.convert("L") for im, _ in tuxpaint_stamps(6)]
     texts = captions()
-    ours_px, ours_img, ours_txt = _lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images, texts)
+    ours_px, ours_img, ours_txt = lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images, texts)
     pixels, ids, hf_img, hf_txt = _hf_embeddings(model, processor, images, texts, loaded.tokenizer.context_length)
     assert torch.equal(ids, loaded.tokenizer(texts))  # the HF tokenizer gives lipkit's ids
     assert max_difference(pixels, ours_px.expand(-1, 3, -1, -1)) < 1e-6  # the image processor = the eval transform
@@ -71,7 +71,7 @@ def test_fashion_tiny_round_trip_through_hf(runs, tmp_path):
     assert imported.agreement.image <= TOL
     back, back_preprocess, back_tokenizer = lipkit.load(tmp_path / "back")
     assert back.cfg.vision.channels == 3 and back.heads == {"clip"} and back.cfg.text.pooling == "eos"
-    _, img, txt = _lipkit_embeddings(back, back_preprocess, back_tokenizer, images, texts)
+    _, img, txt = lipkit_embeddings(back, back_preprocess, back_tokenizer, images, texts)
     assert max_difference(img, ours_img) <= TOL and max_difference(txt, ours_txt) <= TOL
 
 
@@ -96,7 +96,7 @@ def test_rgb_run_round_trip_on_colour_stamps(runs, tmp_path):
     model, processor = _hf(tmp_path / "hf")
     loaded = load_directory(run.run_dir)
     images, texts = [im for im, _ in stamps], [c for _, c in stamps]
-    ours_px, ours_img, ours_txt = _lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images, texts)
+    ours_px, ours_img, ours_txt = lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images, texts)
     pixels, _, hf_img, hf_txt = _hf_embeddings(model, processor, images, texts, loaded.tokenizer.context_length)
     assert max_difference(hf_txt, ours_txt) <= TOL
     with torch.no_grad():  # the model on the same pixels

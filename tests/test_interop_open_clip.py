@@ -10,7 +10,14 @@ import os
 
 import pytest
 import torch
-from _interop_data import RGB, captions, fashion_images, max_difference, tiny_run, tuxpaint_stamps
+from _interop_data import (
+    captions,
+    fashion_images,
+    gray_and_rgb_runs,
+    lipkit_embeddings,
+    max_difference,
+    tuxpaint_stamps,
+)
 
 import lipkit
 from lipkit.bench.peer import PeerUnavailable, import_open_clip
@@ -32,8 +39,7 @@ LOCAL = "local-dir:"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("open_clip")
-    return {"gray": tiny_run(root / "gray", "objective.name=xclip"), "rgb": tiny_run(root / "rgb", *RGB)}
+    return gray_and_rgb_runs(tmp_path_factory.mktemp("open_clip"))
 
 
 @torch.no_grad()
@@ -57,12 +63,6 @@ def _cleaned(texts: list[str]) -> list[str]:
 CURLY = ["A knight\u2019s helmet.", "A \u201cFuji\u201d apple.", "A calculator.  6x7=42"]  # Tux Paint captions
 
 
-@torch.no_grad()
-def _lipkit_embeddings(model, preprocess, tokenizer, images, texts):
-    pixels = torch.stack([preprocess(im) for im in images])
-    return pixels, model.encode_image(pixels, normalize=True), model.encode_text(tokenizer(texts), normalize=True)
-
-
 def test_fashion_tiny_round_trip_through_open_clip(runs, tmp_path):
     run = runs["gray"]
     report = export_run(run.run_dir, "open_clip", tmp_path / "oc")
@@ -70,7 +70,7 @@ def test_fashion_tiny_round_trip_through_open_clip(runs, tmp_path):
     loaded = load_directory(run.run_dir)
     images = fashion_images(12) + [im.convert("L") for im, _ in tuxpaint_stamps(6)]
     texts = captions() + CURLY
-    ours_px, ours_img, ours_txt = _lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images,
+    ours_px, ours_img, ours_txt = lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images,
                                                      _cleaned(texts))
     pixels, ids, img, txt = _open_clip_embeddings(tmp_path / "oc", images, texts)
     assert torch.equal(ids, loaded.tokenizer(_cleaned(texts)))  # open_clip.get_tokenizer gives lipkit's ids
@@ -81,8 +81,8 @@ def test_fashion_tiny_round_trip_through_open_clip(runs, tmp_path):
     import_model(f"open_clip:{tmp_path / 'oc'}", tmp_path / "back")
     back, back_preprocess, back_tokenizer = lipkit.load(tmp_path / "back")
     assert back.cfg.text.pooling == "eos" and back.cfg.vision.channels == 3
-    _, img, txt = _lipkit_embeddings(back, back_preprocess, back_tokenizer, images, texts)
-    _, _, ours_raw_txt = _lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images, texts)
+    _, img, txt = lipkit_embeddings(back, back_preprocess, back_tokenizer, images, texts)
+    _, _, ours_raw_txt = lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images, texts)
     assert max_difference(img, ours_img) <= TOL and max_difference(txt, ours_raw_txt) <= TOL
 
 
@@ -94,7 +94,7 @@ def test_rgb_run_round_trip_on_colour_stamps(runs, tmp_path):
     export_run(run.run_dir, "open_clip", tmp_path / "oc")
     loaded = load_directory(run.run_dir)
     images, texts = [im for im, _ in stamps], [c for _, c in stamps]
-    ours_px, ours_img, ours_txt = _lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images,
+    ours_px, ours_img, ours_txt = lipkit_embeddings(run.model, loaded.preprocess, loaded.tokenizer, images,
                                                      _cleaned(texts))
     pixels, _, img, txt = _open_clip_embeddings(tmp_path / "oc", images, texts)
     assert max_difference(pixels, ours_px) < 1e-5  # torchvision's resize and centre crop = lipkit's

@@ -54,5 +54,5 @@ def export_run(spec: str | Path, fmt: str, out: str | Path) -> ExportReport:
                                      exact_ids=tokenizer.pads_with_special_token)
         else:
             report.notes.append(f"not checked here: {fmt} is not importable in this environment "
-                                "(.venv-peer has open_clip; make bench or make test builds it)")
+                                "(.venv-peer has it: make peer)")
     return report
