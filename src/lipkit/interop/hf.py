@@ -20,7 +20,7 @@ from lipkit.config import ModelConfig, TextConfig, VisionConfig
 from lipkit.data.transforms import ImageTransform
 from lipkit.tokenizer import Tokenizer
 
-from .layout import InteropError, Rule, affine, per_block, rename, text_pooling, unbatched
+from .layout import InteropError, Rule, affine, per_block, rename, rgb_normalisation, text_pooling, unbatched
 from .agreement import Foreign, Target
 
 FORMAT = "hf"
@@ -109,13 +109,13 @@ def write(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer
     (out / "config.json").write_text(json.dumps(model_config(cfg, tokenizer, log_scale), indent=2) + "\n")
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     write_tokenizer(tokenizer, out)
-    channels = len(preprocess.mean)
+    mean, std = rgb_normalisation(preprocess)
     processor = {
         "image_processor_type": "CLIPImageProcessor", "processor_class": "CLIPProcessor",
         "do_resize": True, "size": {"shortest_edge": preprocess.size}, "resample": BICUBIC,
         "do_center_crop": True, "crop_size": {"height": preprocess.size, "width": preprocess.size},
         "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
-        "image_mean": list(preprocess.mean) * (3 // channels), "image_std": list(preprocess.std) * (3 // channels),
+        "image_mean": mean, "image_std": std,
     }
     (out / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
 
@@ -136,8 +136,8 @@ def _pooled(out) -> torch.Tensor:
 
 
 def _encoders(path: Path, context_length: int):
-    """(encode_image(pixels), encode_text(captions), tokenize(captions)) of a CLIP directory, through
-    transformers' own CLIPModel and CLIPProcessor, offline."""
+    """(model, processor, encode_image(pixels), encode_text(captions), tokenize(captions)) of a CLIP
+    directory, through transformers' own CLIPModel and CLIPProcessor, offline."""
     transformers = _transformers()
     model = transformers.CLIPModel.from_pretrained(str(path), local_files_only=True, dtype=torch.float32).eval()
     processor = transformers.CLIPProcessor.from_pretrained(str(path), local_files_only=True)

@@ -90,7 +90,8 @@ def to_ours(state: dict[str, torch.Tensor], rules: list[Rule], fmt: str) -> dict
     wanted = {k for r in rules for k in r.theirs}
     missing, extra = wanted - set(state), set(state) - wanted
     if missing or extra:
-        parts = ([f"missing {_few(missing)}"] if missing else []) + ([f"no lipkit counterpart for {_few(extra)}"] if extra else [])
+        parts = [f"missing {_few(missing)}"] if missing else []
+        parts += [f"no lipkit counterpart for {_few(extra)}"] if extra else []
         raise InteropError(f"{fmt} weights do not match a ViT + text transformer CLIP: " + "; ".join(parts))
     return {r.ours: r.import_(*(state[k] for k in r.theirs)).contiguous() for r in rules}
 
@@ -102,7 +103,8 @@ def check_exportable(cfg: ModelConfig, heads: frozenset[str], fmt: str) -> list[
     if v.name != "vit":
         raise InteropError(f"{fmt}: the image tower model.vision.name={v.name} has no counterpart (only the ViT exports)")
     if t.name != "transformer":
-        raise InteropError(f"{fmt}: the text tower model.text.name={t.name} has no counterpart (only lipkit's text transformer exports)")
+        raise InteropError(f"{fmt}: the text tower model.text.name={t.name} has no counterpart "
+                           "(only lipkit's text transformer exports)")
     if "clip" not in heads:
         raise InteropError(f"{fmt}: the model has no CLIP heads (model.heads={sorted(heads)}); "
                            "an nCLIP-only model embeds in prototype space and cannot be exported as a CLIP")
@@ -135,6 +137,12 @@ def canonical_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     if conv.shape[1] == 1:
         state["vision.patchify.weight"] = conv * torch.tensor(LUMA).view(1, 3, 1, 1)
     return state
+
+
+def rgb_normalisation(preprocess) -> tuple[list[float], list[float]]:
+    """(mean, std) for three channels: a grayscale transform's single values repeated."""
+    repeat = 3 // len(preprocess.mean)
+    return list(preprocess.mean) * repeat, list(preprocess.std) * repeat
 
 
 def lipkit_state(canonical: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

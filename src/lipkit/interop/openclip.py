@@ -21,7 +21,17 @@ from lipkit.tokenizer import Tokenizer
 
 from .agreement import Foreign, Target
 from .hf import write_tokenizer
-from .layout import InteropError, Rule, affine, per_block, rename, text_pooling, transposed, unbatched
+from .layout import (
+    InteropError,
+    Rule,
+    affine,
+    per_block,
+    rename,
+    rgb_normalisation,
+    text_pooling,
+    transposed,
+    unbatched,
+)
 
 FORMAT = "open_clip"
 LOCAL_DIR = "local-dir:"
@@ -68,7 +78,7 @@ def check_tokenizer(cfg: ModelConfig, tokenizer: Tokenizer) -> None:
 
 def model_config(cfg: ModelConfig, tokenizer: Tokenizer, preprocess: ImageTransform) -> dict:
     v, t = cfg.vision, cfg.text
-    channels = len(preprocess.mean)
+    mean, std = rgb_normalisation(preprocess)
     return {
         "model_cfg": {
             "embed_dim": cfg.embed_dim,
@@ -81,7 +91,7 @@ def model_config(cfg: ModelConfig, tokenizer: Tokenizer, preprocess: ImageTransf
                          "hf_tokenizer_name": "lipkit"},  # any name: a local-dir folder reads its own files
         },
         "preprocess_cfg": {"size": preprocess.size, "mode": "RGB", "interpolation": "bicubic", "resize_mode": "shortest",
-                           "mean": list(preprocess.mean) * (3 // channels), "std": list(preprocess.std) * (3 // channels)},
+                           "mean": mean, "std": std},
     }
 
 
@@ -92,14 +102,14 @@ def write(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer
     write_tokenizer(tokenizer, out)
 
 
-def _target(model, preprocess_tokenize) -> Target:
+def _target(model, tokenize) -> Target:
     model.eval()
 
     @torch.no_grad()
     def encode_text(captions: list[str]) -> torch.Tensor:
-        return model.encode_text(preprocess_tokenize(captions))
+        return model.encode_text(tokenize(captions))
 
-    return Target(torch.no_grad()(model.encode_image), encode_text, preprocess_tokenize)
+    return Target(torch.no_grad()(model.encode_image), encode_text, tokenize)
 
 
 def exported(path: Path, tokenizer: Tokenizer) -> Target:
@@ -176,7 +186,7 @@ def read(spec: str) -> Foreign:
     end_id = t.get("eos_id", 2) if t.get("pool_type", "argmax") == "eos" else vocab_size - 1
     activation = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
     width = v.get("width", 768)
-    model_cfg_ours = ModelConfig(
+    ours = ModelConfig(
         vision=VisionConfig(image_size=v.get("image_size", 224), patch_size=v.get("patch_size", 16), channels=3,
                             width=width, layers=v["layers"], heads=width // v.get("head_width", 64),
                             mlp_ratio=v.get("mlp_ratio", 4.0), patch_dropout=v.get("patch_dropout", 0.0),
@@ -195,5 +205,5 @@ def read(spec: str) -> Foreign:
     if model_cfg.get("init_logit_bias") is not None:
         notes.append("its logit bias (SigLIP-style) is left out: it shifts logits, not embeddings")
     state = {k: p for k, p in model.state_dict().items() if k != "logit_bias"}
-    return Foreign(model_cfg_ours, state, tokenizer, list(pp["mean"]), list(pp["std"]),
+    return Foreign(ours, state, tokenizer, list(pp["mean"]), list(pp["std"]),
                    _target(model, open_clip_tokenizer), notes)
