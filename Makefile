@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipkit-installed
 
-.PHONY: demo test install bench clean chromium cairo theory-docs results
+.PHONY: demo test install peer bench clean chromium cairo theory-docs results
 
 install: $(STAMP)
 
@@ -21,8 +21,16 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 demo: $(STAMP)
 	$(VENV)/bin/lipkit demo --out runs/demo
 
+# The open_clip export/import tests need open_clip, which lives in .venv-peer only: they run
+# there when it exists (`make peer`; CI builds it), and are skipped in .venv with a note.
+PEER_TESTS := tests/test_interop_open_clip.py
+
 test: $(STAMP) chromium cairo
 	$(PY) -m pytest -q
+	@if [ -f $(PEER_STAMP) ]; then $(MAKE) --no-print-directory peer && \
+	  echo "$(PEER)/bin/python -m pytest -q $(PEER_TESTS)" && \
+	  HF_HUB_OFFLINE=1 $(PEER)/bin/python -m pytest -q -p no:cacheprovider $(PEER_TESTS); \
+	else echo "note: $(PEER) is absent, so the open_clip tests were skipped; make peer builds it"; fi
 
 # The report test renders the page in headless Chromium: Debian's package, installed where apt
 # works and we are root; elsewhere that one test is skipped.
@@ -46,16 +54,20 @@ cairo:
 	    echo "note: could not install libcairo2; SVG sources will not rasterise"; \
 	  else echo "note: libcairo2 is missing (apt-get install libcairo2); SVG sources will not rasterise"; fi; }
 
-# The peer trainer for benchmarks lives in its own environment: transformers and timm import
-# torchvision whenever it is installed, and the only torchvision for torch 2.13.0 is a CUDA build.
+# The peer trainer for benchmarks (and the open_clip export/import tests) lives in its own
+# environment: transformers and timm import torchvision whenever it is installed, and the only
+# torchvision for torch 2.13.0 is a CUDA build. transformers is there for open_clip's Hugging Face
+# tokenizers (lipkit's exports), pytest for the tests.
 PEER := .venv-peer
 PEER_STAMP := $(PEER)/.lipkit-peer-installed
 
-$(PEER_STAMP): pyproject.toml constraints.txt
+$(PEER_STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
-	$(PEER)/bin/python -m pip install --quiet -c constraints.txt -e . "open_clip_torch==3.3.0" "torchvision==0.28.0" timm
+	$(PEER)/bin/python -m pip install --quiet -c constraints.txt -e . "open_clip_torch==3.3.0" "torchvision==0.28.0" timm "transformers==5.23.0" pytest
 	@$(PEER)/bin/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v == '2.13.0+cpu' else f'error: expected torch 2.13.0+cpu, got {v}')"
 	touch $@
+
+peer: $(PEER_STAMP)
 
 bench: $(STAMP) $(PEER_STAMP)
 	$(VENV)/bin/lipkit bench tiny

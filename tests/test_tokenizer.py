@@ -135,3 +135,17 @@ def test_memo_gives_the_same_rows_as_a_fresh_encoding(tok, monkeypatch):
     assert torch.equal(fresh(texts), expected)
     monkeypatch.setattr(Tokenizer, "MEMO_SIZE", 0)  # a full memo still encodes correctly
     assert torch.equal(Tokenizer(tok._hf)(texts), expected)
+
+
+def test_eos_last_layout_gives_the_end_token_the_highest_id(tok, tmp_path):
+    last = Tokenizer.train(CORPUS * 20, vocab_size=1000, context_length=L, eos_last=True)
+    assert (last.pad_id, last.sos_id, last.eos_id) == (0, 1, last.vocab_size - 1)
+    assert last.vocab_size == tok.vocab_size  # this small corpus: every merge either way, <eos> moved to the end
+    ids = last(["a photo of a dress.", " ".join(CORPUS)])
+    for row in ids:
+        n = _length(row)
+        assert row[n - 1] == last.eos_id == row.max() and (row[1 : n - 1] < last.eos_id).all()
+    assert last.decode(ids[0]) == "a photo of a dress."
+    loaded = Tokenizer.load(last.save(tmp_path))
+    assert torch.equal(loaded(CORPUS), last(CORPUS)) and loaded.eos_id == last.eos_id
+    assert loaded.pads_with_special_token and loaded.special_tokens == ("<pad>", "<sos>", "<eos>")

@@ -31,6 +31,8 @@ class VisionConfig:
     # FLIP: fraction of patch tokens dropped at random in training (the cls token is always kept);
     # the tower's compute falls about in proportion. 0 disables; evaluation always sees all patches.
     patch_dropout: float = 0.0
+    # MLP activation: gelu (erf), or quick_gelu x * sigmoid(1.702 x) as OpenAI's CLIP (imported models)
+    activation: Literal["gelu", "quick_gelu"] = "gelu"
 
 
 @dataclass
@@ -48,7 +50,14 @@ class TextConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     causal: bool = True
-    pooling: Literal["eos", "mean"] = "eos"
+    # eos: the last non-padding position; argmax: the position of the highest token id (OpenAI
+    # CLIP's rule, for imported models whose vocabulary has a real token at the padding id 0)
+    pooling: Literal["eos", "mean", "argmax"] = "eos"
+    activation: Literal["gelu", "quick_gelu"] = "gelu"
+    # The trained BPE gives <eos> the vocabulary's last id instead of id 2, as CLIP's end token:
+    # Hugging Face CLIP reads eos_token_id 2 as its legacy argmax pooling, so exporting there needs
+    # this. A run's ids live in its tokenizer.json; the field only shapes newly trained tokenizers.
+    eos_last: bool = False
 
 
 @dataclass

@@ -4,9 +4,11 @@ Two kinds, one interface (`tokenizer(list[str]) -> LongTensor [B, context_length
 - lipkit's own byte-level BPE, trained on the run's captions: every text becomes
   `<sos> tokens <eos>` right-padded with `<pad>` (id 0); longer texts are cut so the last position
   is still `<eos>`. Byte-level pre-tokenisation means any string encodes, with no unknown token.
+  `<eos>` is id 2, or the vocabulary's last id (`eos_last`, as CLIP's end token).
 - a pretrained text tower's own vocabulary (`Tokenizer.minilm`: all-MiniLM-L6-v2's lower-casing
   WordPiece, `[CLS] tokens [SEP]` padded with `[PAD]`, also id 0, so towers build their
   attention mask as `tokens != 0` either way).
+- an imported CLIP model's vocabulary (lipkit.interop), padded with id 0 like open_clip does.
 The context length is stored in `tokenizer.json` itself as its truncation/padding settings, so
 one file restores either tokenizer exactly (`Tokenizer.load`).
 """
@@ -32,7 +34,9 @@ from lipkit.errors import LipkitError
 
 PAD, SOS, EOS = "<pad>", "<sos>", "<eos>"
 SPECIALS = [PAD, SOS, EOS]  # trained in this order, so <pad> is id 0
-WORDPIECE_SPECIALS = ("[PAD]", "[CLS]", "[SEP]")  # BERT-style vocabularies (MiniLM): [PAD] is id 0
+# (start, end) tokens of the vocabularies lipkit reads: its own BPE, BERT's WordPiece (MiniLM), and
+# OpenAI CLIP's BPE as Hugging Face and open_clip name its two tokens (imported models)
+START_END = ((SOS, EOS), ("[CLS]", "[SEP]"), ("<|startoftext|>", "<|endoftext|>"), ("<start_of_text>", "<end_of_text>"))
 FILENAME = "tokenizer.json"
 MIN_VOCAB = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIALS)  # 256 bytes + specials
 
@@ -47,9 +51,9 @@ def _resolve(path: str | Path) -> Path:
     return path / FILENAME if path.is_dir() or not path.suffix else path
 
 
-def _specials(hf: _HFTokenizer) -> tuple[str, str, str]:
-    """(pad, start, end) token names of this vocabulary: lipkit's own or BERT's."""
-    return tuple(WORDPIECE_SPECIALS) if hf.token_to_id(SOS) is None and hf.token_to_id("[CLS]") is not None else (PAD, SOS, EOS)
+def _start_end(hf: _HFTokenizer) -> tuple[str, str] | None:
+    """The (start, end) token names of this vocabulary, or None for an unknown one."""
+    return next(((s, e) for s, e in START_END if hf.token_to_id(s) is not None and hf.token_to_id(e) is not None), None)
 
 
 class Tokenizer:
@@ -60,13 +64,14 @@ class Tokenizer:
     def __init__(self, hf: _HFTokenizer):
         self._hf = hf
         self._memo: dict[str, np.ndarray] = {}
-        _, sos, eos = _specials(hf)
+        sos, eos = _start_end(hf)
         self._sos, self._eos = hf.token_to_id(sos), hf.token_to_id(eos)
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def train(cls, captions: Iterable[str], vocab_size: int, context_length: int) -> Tokenizer:
-        """Train on `captions`. The real vocabulary is at most `vocab_size` (smaller on a small corpus)."""
+    def train(cls, captions: Iterable[str], vocab_size: int, context_length: int, eos_last: bool = False) -> Tokenizer:
+        """Train on `captions`. The real vocabulary is at most `vocab_size` (smaller on a small corpus).
+        `eos_last`: <eos> takes the last id (added after training) instead of id 2."""
         if vocab_size < MIN_VOCAB:
             raise ValueError(
                 f"vocab_size must be >= {MIN_VOCAB} (256 byte tokens + {len(SPECIALS)} specials), got {vocab_size}"
@@ -79,12 +84,14 @@ class Tokenizer:
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         hf.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=SPECIALS,
+            vocab_size=vocab_size - 1 if eos_last else vocab_size,
+            special_tokens=SPECIALS[:2] if eos_last else SPECIALS,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
         hf.train_from_iterator(captions, trainer)
+        if eos_last:
+            hf.add_special_tokens([EOS])
         sos, eos = hf.token_to_id(SOS), hf.token_to_id(EOS)
         hf.post_processor = processors.TemplateProcessing(
             single=f"{SOS} $A {EOS}", special_tokens=[(SOS, sos), (EOS, eos)]
@@ -124,20 +131,47 @@ class Tokenizer:
             hf = _HFTokenizer.from_file(str(file))
         except Exception as e:  # tokenizers raises a bare Exception for a bad file
             raise TokenizerError(f"{file}: not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
-        pad, sos, eos = _specials(hf)
         if (
-            hf.token_to_id(pad) != 0
-            or hf.token_to_id(sos) is None
-            or hf.token_to_id(eos) is None
+            _start_end(hf) is None
             or hf.truncation is None
             or hf.padding is None
+            or hf.padding.get("pad_id") != 0
             or hf.padding.get("length") != hf.truncation["max_length"]
         ):
+            known = ", ".join(f"{s}/{e}" for s, e in START_END)
             raise TokenizerError(
-                f"{file}: not a lipkit tokenizer (needs {', '.join(SPECIALS)} or {', '.join(WORDPIECE_SPECIALS)} "
-                "with padding id 0, and a fixed context length)"
+                f"{file}: not a lipkit tokenizer (needs start/end tokens {known}, padding with id 0, "
+                "and a fixed context length)"
             )
         return cls(hf)
+
+    @classmethod
+    def from_hf(cls, hf: _HFTokenizer, context_length: int) -> Tokenizer:
+        """A copy of a `tokenizers.Tokenizer` that adds its own start/end tokens (an imported
+        model's), cut and right-padded with id 0 to `context_length`."""
+        hf = _HFTokenizer.from_str(hf.to_str())
+        if _start_end(hf) is None:
+            raise TokenizerError(f"unknown vocabulary: none of the start/end token pairs {START_END}")
+        hf.enable_truncation(max_length=context_length)
+        hf.enable_padding(length=context_length, pad_id=0, pad_token=hf.id_to_token(0))
+        return cls(hf)
+
+    @property
+    def hf(self) -> _HFTokenizer:
+        """The underlying `tokenizers.Tokenizer` (what an exported model's tokenizer.json holds)."""
+        return self._hf
+
+    @property
+    def pads_with_special_token(self) -> bool:
+        """Whether id 0 is a padding token no text produces (lipkit's <pad>, BERT's [PAD]) rather
+        than a real token (OpenAI CLIP's "!", imported models)."""
+        token = self._hf.get_added_tokens_decoder().get(0)
+        return token is not None and token.special
+
+    @property
+    def special_tokens(self) -> tuple[str, str, str]:
+        """(padding, start, end) token names."""
+        return (self._hf.id_to_token(0), *_start_end(self._hf))
 
     # ------------------------------------------------------------------ use
     def __call__(self, texts: list[str] | str) -> torch.Tensor:
@@ -184,7 +218,7 @@ class Tokenizer:
 
 
 def _trained_bpe(text_cfg: TextConfig, captions: Iterable[str]) -> Tokenizer:
-    return Tokenizer.train(captions, text_cfg.vocab_size, text_cfg.context_length)
+    return Tokenizer.train(captions, text_cfg.vocab_size, text_cfg.context_length, eos_last=text_cfg.eos_last)
 
 
 def _minilm(text_cfg: TextConfig, captions: Iterable[str]) -> Tokenizer:

@@ -1,19 +1,23 @@
-"""lipkit train --config PRESET|FILE [--set k=v ...] --out RUN_DIR [--resume latest|PATH]"""
+"""lipkit train --config PRESET|FILE [--set k=v ...] --out RUN_DIR [--resume latest|PATH] [--init DIR]"""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _config(args: argparse.Namespace):
-    """--config if given; when resuming without one, the checkpoint's own config (plus --set)."""
+    """--config if given; when resuming without one, the checkpoint's own config (plus --set); with
+    --init, the init model's config with its heads left to the objective (plus --set)."""
     from lipkit.checkpoint import CONFIG_FILE, resolve_resume
     from lipkit.config import ConfigError, load_config
 
     if args.config is not None:
         return load_config(args.config, args.set or [])
+    if args.init is not None:
+        return load_config(str(Path(args.init) / CONFIG_FILE), ["model.heads=[]"] + (args.set or []), recorded=True)
     if args.resume is None:
-        raise ConfigError("--config is required (a preset name or a YAML file) unless --resume is given")
+        raise ConfigError("--config is required (a preset name or a YAML file) unless --resume or --init is given")
     return load_config(str(resolve_resume(args.resume, args.out) / CONFIG_FILE), args.set or [], recorded=True)
 
 
@@ -22,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from lipkit.train import train
 
     cfg = _config(args)
-    result = train(cfg, args.out, overwrite=args.overwrite, resume=args.resume)
+    result = train(cfg, args.out, overwrite=args.overwrite, resume=args.resume, init=args.init)
     if distributed.rank() != 0:
         return 0
     if result.stopped_by is not None:
@@ -51,4 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="latest|PATH",
                    help="continue from the newest checkpoint in --out (latest), or from a checkpoint or run directory")
+    p.add_argument("--init", metavar="DIR",
+                   help="start a new run from the weights and tokenizer of a run or `lipkit import` directory "
+                        "(fresh optimizer; heads the objective adds start fresh); without --config, DIR's config")
     p.set_defaults(func=run)

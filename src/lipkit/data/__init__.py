@@ -56,13 +56,15 @@ __all__ = [
 
 def build_train_dataset(data_cfg: DataConfig, seed: int = 0, vision: VisionConfig | None = None):
     """The training pairs of a run. `data.source: fashion-mnist` alone keeps its native tensors
-    (1x28x28, normalised by the data set's own statistics); every other source, and any list in
-    `data.sources`, goes through the image transform for `vision` (see `build_pairs`)."""
+    (1x28x28, normalised by the data set's own statistics) for a tower that reads them; every other
+    source, any list in `data.sources`, and other towers (an imported RGB model) go through the
+    image transform for `vision` (see `build_pairs`)."""
     if data_cfg.train_limit < 0:
         raise ConfigError(f"data.train_limit: must be >= 0 (0 = all), got {data_cfg.train_limit}")
     if not 0 <= data_cfg.caption_noise <= 1:
         raise ConfigError(f"data.caption_noise: must lie in [0, 1], got {data_cfg.caption_noise}")
-    if not data_cfg.sources and data_cfg.source == "fashion-mnist":
+    native = vision is None or (vision.channels, vision.image_size) == (1, 28)
+    if not data_cfg.sources and data_cfg.source == "fashion-mnist" and native:
         try:
             templates = check_templates(data_cfg.caption_templates, "data.caption_templates")
         except ValueError as e:

@@ -59,46 +59,38 @@ class EvalModel:
         return torch.stack([self.preprocess(im) for im in images])
 
 
-def _lipkit_preprocess(cfg: RunConfig):
-    """(PIL preprocess, uint8-array fast path or None) for a lipkit run's image tower."""
+def _fashion_mnist_array_path(transform, vision):
+    """A uint8-array fast path equal to `transform` (Fashion-MNIST's normalisation on 28-px
+    grayscale arrays, the transform per image otherwise)."""
     from lipkit.data import fashion_mnist
-    from lipkit.data.transforms import ImageTransform
-
-    v = cfg.model.vision
-    if v.channels == 1:  # the grayscale towers are trained on Fashion-MNIST's normalisation
-        transform = ImageTransform(v.image_size, (fashion_mnist.MEAN,), (fashion_mnist.STD,))
-    else:  # the run's own evaluation transform (resize, centre crop, data.image_mean / image_std)
-        from lipkit.data.sources import transform_from_config
-
-        transform = transform_from_config(cfg.data, v, train=False)
 
     def array_path(images: np.ndarray) -> torch.Tensor:
-        if images.ndim == 3 and images.shape[1:] == (v.image_size, v.image_size) and v.channels == 1:
+        if images.ndim == 3 and images.shape[1:] == (vision.image_size, vision.image_size) and vision.channels == 1:
             return fashion_mnist.normalize(images)
         return torch.stack([transform(Image.fromarray(a)) for a in images])
 
-    return transform, array_path
+    return array_path
 
 
 def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalModel:
-    from lipkit.checkpoint import load_run
     from lipkit.config import apply_overrides, from_dict, to_dict
+    from lipkit.loading import load_directory
 
     run_dir = Path(run_dir)
-    model, tokenizer, cfg = load_run(run_dir)
+    loaded = load_directory(run_dir)  # what lipkit.load returns, plus the config
+    model, cfg = loaded.model, loaded.config
     if overrides:
         bad = [o for o in overrides if not o.strip().startswith("eval.")]
         if bad:
             raise EvalError(f"--set {bad[0]}: lipkit eval only overrides eval.* settings")
         cfg = from_dict(apply_overrides(to_dict(cfg), list(overrides)))
-    preprocess, array_path = _lipkit_preprocess(cfg)
     # LIPModel.encode_image is projection(vision(x)), or the prototype head without CLIP heads
     # (tests/test_eval_runner.py checks that these hooks reproduce it).
     head = model.image_projection if "clip" in model.heads else model.image_prototypes
-    em = EvalModel(model, tokenizer, preprocess, name=run_dir.name, pretrained=str(run_dir),
+    em = EvalModel(model, loaded.tokenizer, loaded.preprocess, name=run_dir.name, pretrained=str(run_dir),
                    eval=cfg.eval, run=cfg, run_dir=run_dir, image_features=model.image_trunk,
                    text_features=model.text_trunk, image_head=head, seed=cfg.train.seed,
-                   preprocess_array=array_path)
+                   preprocess_array=_fashion_mnist_array_path(loaded.preprocess, cfg.model.vision))
     if "prototypes" in model.heads:
         em.image_prototype_head = model.image_prototypes
         em.text_prototypes = lambda t: model.text_prototypes(model.text_trunk(t))

@@ -1,6 +1,7 @@
 """Text transformer: causal (pooled at the EOS token) or bidirectional (mean over tokens).
 
-Token id 0 is padding (right-padded); the EOS token is the last non-padding position."""
+Token id 0 is padding (right-padded); the EOS token is the last non-padding position, or with
+`pooling: argmax` the position of the highest id (OpenAI CLIP's vocabulary, where id 0 is "!")."""
 from __future__ import annotations
 
 import torch
@@ -19,7 +20,7 @@ class TextTransformer(nn.Module):
         self.width = cfg.width
         self.token_embed = nn.Embedding(cfg.vocab_size, cfg.width)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.context_length, cfg.width))
-        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.activation)
         self.norm_final = nn.LayerNorm(cfg.width)
         init_transformer_(self)
         nn.init.normal_(self.token_embed.weight, std=0.02)
@@ -42,8 +43,8 @@ class TextTransformer(nn.Module):
         x = self.token_embed(tokens) + self.pos_embed[:, :n]
         # Right padding comes after EOS, so with a causal mask alone it never reaches the EOS token.
         key_mask = None if self.cfg.causal else valid[:, None, None, :]  # [B,1,1,L]: real tokens only
-        if self.cfg.pooling == "eos":
-            last = valid.long().sum(1).clamp(min=1) - 1
+        if self.cfg.pooling in ("eos", "argmax"):
+            last = tokens.argmax(1) if self.cfg.pooling == "argmax" else valid.long().sum(1).clamp(min=1) - 1
             if not len(self.transformer.blocks):
                 return self.norm_final(x[torch.arange(x.shape[0], device=x.device), last])
             # Only the EOS row of the last block is read: compute just that row there.

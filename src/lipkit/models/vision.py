@@ -24,7 +24,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, cfg.width))
         self.norm_pre = nn.LayerNorm(cfg.width)
-        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.activation)
         self.norm_post = nn.LayerNorm(cfg.width)
         init_transformer_(self)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -50,6 +50,7 @@ from lipkit.train.precision import Precision
 from lipkit.train.rng import mix_seed, restore_rng, seed_all
 from lipkit.train.signals import StopSignals
 from lipkit.train.trainer_state import Layout, Progress, layout_from, progress_from
+from lipkit.train.warm_start import warm_start
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -121,9 +122,11 @@ def _term_summary(terms: dict) -> str:
     return ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items() if k == "loss" or k.endswith("_loss"))
 
 
-def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: str | Path | None = None) -> TrainResult:
+def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: str | Path | None = None,
+          init: str | Path | None = None) -> TrainResult:
     """Train `cfg` into `run_dir`. `resume`: "latest" (the newest checkpoint in `run_dir`), or a
-    checkpoint or run directory to continue from."""
+    checkpoint or run directory to continue from. `init`: a run or imported-model directory whose
+    weights and tokenizer a new run starts from (lipkit.train.warm_start)."""
     run_dir = Path(run_dir)
     dist_info = distributed.init_from_env()
     if cfg.train.threads > 0:
@@ -134,6 +137,8 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     check_train_config(cfg.train)
     guard = CollapseGuard(cfg.train)
     resume_dir = resolve_resume(str(resume), run_dir) if resume is not None else None
+    if resume_dir is not None and init is not None:
+        raise ConfigError("--init starts a new run from a model; --resume continues a run: give one of them")
 
     # ---- data and tokenizer
     dataset = build_train_dataset(cfg.data, seed=cfg.train.seed, vision=cfg.model.vision)
@@ -144,7 +149,8 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     saved = None
     if resume_dir is not None:
         saved = load_trainer_state(resume_dir)
-        tokenizer = Tokenizer.load(resume_dir / TOKENIZER_FILE)
+    if resume_dir is not None or init is not None:
+        tokenizer = Tokenizer.load(Path(resume_dir or init) / TOKENIZER_FILE)
         cfg.model.text.vocab_size = tokenizer.vocab_size
 
     # ---- objective and model (the model builds only the heads the objective reads)
@@ -156,6 +162,10 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     if resume_dir is not None:  # a checkpoint of another architecture stops here, naming the keys
         load_state_into(model, resume_dir / MODEL_FILE)
         load_objective_state(objective, resume_dir / OBJECTIVE_FILE)
+    if init is not None:
+        for note in warm_start(model, Path(init)):
+            if dist_info.is_main:
+                tqdm.write(f"lipkit: note: {note}")
     seed_everything(cfg.train.seed + dist_info.rank)  # each rank its own dropout stream
     channels_last = cfg.train.channels_last and device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)

@@ -1,0 +1,58 @@
+"""`lipkit export RUN --to open_clip|hf OUT`: a lipkit model as the other library's own folder,
+checked by loading it back there (when that library is importable) before OUT appears."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lipkit.loading import load_directory
+
+from . import hf, openclip
+from .agreement import Agreement, check
+from .layout import InteropError, canonical_state, check_exportable, to_theirs
+from .staging import staged_directory
+
+FORMATS = {"open_clip": openclip, "hf": hf}
+
+
+@dataclass
+class ExportReport:
+    out: Path
+    notes: list[str] = field(default_factory=list)
+    agreement: Agreement | None = None  # None: the target library is not importable here
+
+
+def _target_importable(fmt: str) -> bool:
+    if fmt == "hf":
+        import importlib.util
+
+        return importlib.util.find_spec("transformers") is not None
+    from lipkit.bench.peer import PeerUnavailable
+
+    try:
+        openclip.import_open_clip()
+    except PeerUnavailable:
+        return False
+    return True
+
+
+def export_run(spec: str | Path, fmt: str, out: str | Path) -> ExportReport:
+    if fmt not in FORMATS:
+        raise InteropError(f"--to {fmt}: unknown format; choose {' or '.join(FORMATS)}")
+    module = FORMATS[fmt]
+    loaded = load_directory(spec)
+    cfg, model, tokenizer = loaded.config.model, loaded.model, loaded.tokenizer
+    notes = check_exportable(cfg, model.heads, fmt)
+    module.check_tokenizer(cfg, tokenizer)
+    state = to_theirs(canonical_state(model), module.rules(cfg), fmt)
+    report = ExportReport(Path(out), notes)
+    with staged_directory(Path(out)) as tmp:
+        module.write(tmp, cfg, state, tokenizer, loaded.preprocess)
+        if _target_importable(fmt):
+            # the whole padded rows agree, unless the vocabulary pads with its end token there (write_tokenizer)
+            report.agreement = check(model, tokenizer, module.exported(tmp, tokenizer), f"{fmt} export",
+                                     exact_ids=tokenizer.pads_with_special_token)
+        else:
+            report.notes.append(f"not checked here: {fmt} is not importable in this environment "
+                                "(.venv-peer has it: make peer)")
+    return report
