@@ -16,7 +16,7 @@ from lipkit.train.collapse_guard import CollapseError
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["objective.name=nclip", "train.steps=40", "train.batch_size=128", "train.warmup_steps=10",
+SHORT = ["objective.name=nclip", "train.steps=60", "train.batch_size=128", "train.warmup_steps=10",
          "train.log_every_steps=5", "train.progress=false", "data.train_limit=5120",
          "model.vision.width=64", "model.vision.layers=2", "model.text.width=64", "model.text.layers=2",
          "model.prototypes.hidden_dim=512", "model.prototypes.num_prototypes=128"]
@@ -44,10 +44,8 @@ def runs(tmp_path_factory):
 
 def test_default_keeps_information_where_the_plain_form_collapses(runs):
     good, bad = _collapse_metrics(runs["default"]), _collapse_metrics(runs["no-batchnorm"])
-    # (40 steps: the BatchNorm's running statistics, which evaluation uses, still lag the training
-    # batches, so the held-back figures are below the training batches' ~0.5 of log C)
-    assert good["image_mutual_information_ratio"] > 0.15 and good["text_mutual_information_ratio"] > 0.15
-    assert good["image_label_nmi"] > 0.15 and good["image_distinct_prototypes"] >= 4
+    assert good["image_mutual_information_ratio"] > 0.3 and good["text_mutual_information_ratio"] > 0.2
+    assert good["image_label_nmi"] > 0.3 and good["image_distinct_prototypes"] >= 4
     assert bad["image_mutual_information_ratio"] < 0.02 and bad["image_distinct_prototypes"] == 1
 
 
