@@ -8,17 +8,19 @@ The default is the information-maximisation form: unsharpened targets (τ_t = τ
 λ_sharp = λ_smooth = 1, so the two regularizers are minus the mutual information
 I = H(p̄) − mean_i H(p_i) between input and prototype, per modality; together with the prototype
 heads' global-batch BatchNorm (lipkit.models.heads) it neither collapses to one prototype nor to
-an input-independent output, alone or inside xCLIP. Why, and what else was measured:
+an input-independent output, alone or inside xCLIP. Why:
 
 - Sharpened targets (τ_t = 0.05 < τ) with λ_sharp = 0, the first default, are minimised by a
   constant output (for input-independent p, H(p̄) = H(p), and a spike over a flat tail scores
-  below any clustering): every nCLIP run of the first results page collapsed that way.
-- Without the heads' BatchNorm, nCLIP alone collapses on real data within the warm-up (towers
-  output a constant, I = 0); of eight mechanisms tried (EMA teacher, plain or sharpened and
-  centred; Sinkhorn targets; frozen prototypes; a SimSiam predictor; a lower lr; λ_smooth = 5;
-  BatchNorm), only BatchNorm removed the collapse (fashion-tiny, README "Objectives").
-- Sinkhorn targets avoid collapse on clean captions but lose most of the information under
-  caption noise (a synthetic study: 0.12·log C kept, against 0.84·log C for this default).
+  below any clustering): every nCLIP run of the first results page collapsed that way, and so
+  does the synthetic test without the BatchNorm (tests/test_nclip_behaviour.py). With the
+  BatchNorm they cluster clean synthetic pairs, but collapse once 30% of the captions name
+  another class, where the default keeps the class information.
+- Without the heads' BatchNorm, nCLIP alone collapses on real data within the warm-up (the
+  towers output a constant, I = 0; tests/test_nclip_real_data.py). Of eight mechanisms tried on
+  fashion-tiny (an EMA teacher, plain or sharpened and centred; Sinkhorn targets; frozen
+  prototypes; a SimSiam predictor; a lower lr; λ_smooth = 5; BatchNorm), only the BatchNorm
+  removed that collapse (issue 13).
 
 The other forms stay as settings: `balance` sinkhorn, sinkhorn_memax (MSN), center (DINO), none;
 `target_temperature` < `temperature` sharpens.
