@@ -203,7 +203,7 @@ def test_open_clip_missing_is_one_line(monkeypatch, capsys):
     (["--tasks", "zeroshot,nope"], "--tasks: unknown task(s) nope; available: zeroshot, linear, ood"),
     (["--set", "train.steps=3"], "--set train.steps=3: lipkit eval only overrides eval.* settings"),
     (["--set", "eval.nope=1"], "unknown key 'eval.nope'"),
-    (["--set", "eval.dataset=cifar"], "eval.dataset: expected one of"),
+    (["--set", "eval.dataset=cifar"], "cifar: no such file or folder, and not a built-in dataset"),
 ])
 def test_eval_cli_errors(xclip_run, capsys, args, message):
     assert main(["eval", str(xclip_run)] + args) == 2

@@ -132,7 +132,7 @@ class Context:
                                                    f"embed {self.data.name} {name}")
                 done = Encoded(kept if skipped else None, torch.cat([e for e, _ in outputs]),
                                torch.cat([f for _, f in outputs]), skipped)
-                self._report(name, skipped)
+                self._report(name, (self.data.skipped or {}).get(name, []) + skipped)
                 if split.key:
                     self.store[split.key] = done
             if done.kept is not None:
@@ -146,7 +146,7 @@ class Context:
         for where, reason in skipped[:SHOWN_SKIPS]:
             note(f"skipped {where}: {reason}")
         if len(skipped) > SHOWN_SKIPS:
-            note(f"skipped {len(skipped) - SHOWN_SKIPS} more unreadable images of "
+            note(f"skipped {len(skipped) - SHOWN_SKIPS} more unusable samples of "
                  f"{self.data.name} {name}")
 
     def split(self, name: str) -> Split:

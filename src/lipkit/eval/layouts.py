@@ -120,7 +120,7 @@ def _table_label(value, where: str) -> Label | None:
 def _table(path: Path, cfg: EvalConfig) -> RawSplit:
     """Rows of a CSV/TSV/JSONL file, grouped by image."""
     if path.suffix.lower() == ".jsonl":
-        rows = ((where, obj) for where, obj, problem in _checked(jsonl_objects(path)))
+        rows = _checked(jsonl_objects(path))
     else:
         rows = table_rows(path, [cfg.image_column])
     by_image: dict[str, int] = {}

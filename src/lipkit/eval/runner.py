@@ -113,19 +113,20 @@ def open_datasets(em: EvalModel) -> list[EvalData]:
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice:
         raise EvalError(f"two datasets are named {twice!r}; name them with NAME=PATH")
+    labelled = [d for d in datasets if d.has_labels]  # the probes and OOD need labels
     if cfg.dataset_train:
         source = opened(cfg.dataset_train, divide=False)
-        train, what = (source.train, f"{source.name} train") if source.train is not None else \
+        split = "train" if source.train is not None else "test"
+        train, what = (source.train, f"{source.name} train") if split == "train" else \
             (source.test, source.name)
-        for d in datasets:
+        for d in labelled:
             d.train, d.probe_train = _aligned(train, source.class_names, d, cfg.dataset_train), what
             if d.skipped is not None:
-                d.skipped["train"] = list((source.skipped or {}).get("train" if source.train else "test", []))
+                d.skipped["train"] = list((source.skipped or {}).get(split, []))
     if cfg.shift:
         source = opened(cfg.shift, divide=False)
-        shifted = source.test
-        for d in datasets:
-            d.shift, d.shift_name = _aligned(shifted, source.class_names, d, cfg.shift), source.name
+        for d in labelled:
+            d.shift, d.shift_name = _aligned(source.test, source.class_names, d, cfg.shift), source.name
     return datasets
 
 
