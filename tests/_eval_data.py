@@ -102,6 +102,21 @@ class Item:
         return f"{self.label.replace(' ', '_')}/{self.ident:03d}.png"
 
 
+def pets() -> dict[str, list[Item]]:
+    """train: 4 images a class, each showing its class (ids 0-11). test (in folder order): two
+    cats; three dogs, the second showing a cat; four red foxes, the second and third showing
+    dogs (ids 20-28). Captions "photo <id>", except that images 23 and 27 (test positions 3 and
+    7) are captioned with ids no image shows."""
+    train = [Item(c, 4 * k + i, captions=[f"photo {4 * k + i}"]) for k, c in enumerate(CLASSES)
+             for i in range(4)]
+    test = [Item("cat", 20), Item("cat", 21), Item("dog", 22), Item("dog", 23, "cat"),
+            Item("dog", 24), Item("red fox", 25), Item("red fox", 26, "dog"),
+            Item("red fox", 27, "dog"), Item("red fox", 28)]
+    for it in test:
+        it.captions = [{23: "photo 63", 27: "photo 62"}.get(it.ident, f"photo {it.ident}")]
+    return {"train": train, "test": test}
+
+
 def folder_order(items: list[Item]) -> list[Item]:
     """The order the folder layout reads: class folders, then file names, sorted."""
     return sorted(items, key=lambda it: it.file)

@@ -7,8 +7,21 @@ import types
 
 import pytest
 
-from _eval_data import CLASSES, Item, StandIn, folder_order, preprocess, stand_in, tokenize, \
-    write_clip_benchmark, write_folder, write_jsonl, write_tar, drawing
+from _eval_data import (
+    CLASSES,
+    Item,
+    StandIn,
+    drawing,
+    folder_order,
+    pets,
+    preprocess,
+    stand_in,
+    tokenize,
+    write_clip_benchmark,
+    write_folder,
+    write_jsonl,
+    write_tar,
+)
 from _eval_runs import HAVE_EVAL_EXTRA
 from lipkit.cli import main
 from lipkit.config import EvalConfig
@@ -18,21 +31,6 @@ from lipkit.eval.runner import evaluate_model
 from lipkit.eval.sources import open_dataset
 
 TEMPLATES = ["a photo of a {c}.", "itap of a {c}."]
-
-
-def pets() -> dict[str, list[Item]]:
-    """train: 4 images a class, each showing its class (ids 0-11). test (in folder order): two
-    cats; three dogs, the second showing a cat; four red foxes, the second and third showing
-    dogs (ids 20-28). Captions "photo <id>", except that images 23 and 27 (test positions 3 and
-    7) are captioned with ids no image shows."""
-    train = [Item(c, 4 * k + i, captions=[f"photo {4 * k + i}"]) for k, c in enumerate(CLASSES)
-             for i in range(4)]
-    test = [Item("cat", 20), Item("cat", 21), Item("dog", 22), Item("dog", 23, "cat"),
-            Item("dog", 24), Item("red fox", 25), Item("red fox", 26, "dog"),
-            Item("red fox", 27, "dog"), Item("red fox", 28)]
-    for it in test:
-        it.captions = [{23: "photo 63", 27: "photo 62"}.get(it.ident, f"photo {it.ident}")]
-    return {"train": train, "test": test}
 
 
 # Zero-shot: a class prompt scores 1/sqrt 2 with the images showing that class, 0 with the rest,
@@ -132,7 +130,7 @@ def test_the_three_layouts_give_identical_records(tmp_path):
     records = per_layout["folder"]
     assert len(records) == 4 + (2 if HAVE_EVAL_EXTRA else 0)
     zs = next(r for r in records if r["task"] == "zeroshot_classification")["metrics"]
-    assert zs["test_split"] == "the other 50% of test (stratified by class, seed 0)"
+    assert zs["test_split"] == "the other 50% of the images (stratified by class, seed 0)"
     r = next(r for r in records if r["task"] == "zeroshot_retrieval")["metrics"]
     assert r["images"] == 9 and r["distinct_texts"] < r["texts"]  # "a pet" is one caption
 

@@ -11,6 +11,7 @@ training set of `--dataset-train`, once.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -171,10 +172,13 @@ class Context:
 
     def prepare(self, tasks: Sequence[str]) -> None:
         """Embed the image files of the splits the tasks read, before any task looks at them."""
+        start, images = time.perf_counter(), 0
         for name in dict.fromkeys(s for t in tasks for s in IMAGE_SPLITS[t]):
             split = getattr(self.data, name)
             if split is not None and isinstance(split.images, ImageFiles):
-                self.split(name)
+                images += len(self.split(name))
+        if images and self.progress:
+            note(f"{self.data.name}: {images} images embedded in {time.perf_counter() - start:.0f} s")
 
     def probe(self) -> linear.LinearProbe:
         if self._probe is None:

@@ -85,8 +85,10 @@ def _class_folders(root: Path) -> RawSplit:
     for folder in classes:
         name = folder.name.replace("_", " ")
         count = 0
+        where = str(folder)
         for image in image_files(folder):
-            split.add(ImageRef(str(image), str(image)), name, str(folder), _folder_captions(image))
+            path = str(image)
+            split.add(ImageRef(path, path), name, where, _folder_captions(image))
             count += 1
         if not count:
             raise EvalError(f"{folder}: class folder has no images")

@@ -153,10 +153,10 @@ def open_user_dataset(spec: str, cfg: EvalConfig, divide: bool = True) -> EvalDa
     if len(given) == 2:
         return dataset(given["train"], given["test"], "test", "train",
                        {k: list(s.skipped) for k, s in raw.splits.items()})
-    (split_name, whole), = given.items()
+    (whole,) = given.values()
     skipped = {"test": list(splits[0].skipped)}
     if not labelled or not divide:
-        return dataset(None, whole, f"all of {split_name}", None, skipped)
+        return dataset(None, whole, "all images", None, skipped)
     fraction = cfg.probe_train_fraction
     if not 0 < fraction < 1:
         raise EvalError(f"eval.probe_train_fraction: must lie in (0, 1), got {fraction}")
@@ -167,5 +167,5 @@ def open_user_dataset(spec: str, cfg: EvalConfig, divide: bool = True) -> EvalDa
     how = f"stratified by class, seed {SPLIT_SEED}"
     return dataset(whole.take(train, f"{whole.key}[{fraction:g} train]"),
                    whole.take(test, f"{whole.key}[{fraction:g} test]"),
-                   f"the other {1 - fraction:.0%} of {split_name} ({how})",
-                   f"{fraction:.0%} of {split_name} ({how})", skipped)
+                   f"the other {1 - fraction:.0%} of the images ({how})",
+                   f"{fraction:.0%} of the images ({how})", skipped)
