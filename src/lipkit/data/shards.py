@@ -13,6 +13,9 @@ workers (`stream.worker_slot`) so each shard is read by one slot; with fewer sha
 every slot reads every shard and keeps every n-th sample instead. Samples then pass through a
 seeded shuffle buffer. The size is never needed in advance.
 
+`index_shard` lists the samples of an uncompressed shard with the byte range of each image,
+reading only headers and the small fields, so that evaluation can decode any subset later.
+
 Safety: members are read into memory, never extracted, but a member whose name is absolute or
 contains ".." is refused all the same (reported as a bad sample); images over the pixel limit
 are refused before decoding; a truncated or corrupt shard is reported and skipped from the

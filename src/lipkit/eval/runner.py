@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from lipkit.checkpoint import atomic_write
 
-from .errors import EvalError
 from .context import IMAGE_SPLITS, note
+from .errors import EvalError
 from .models import EvalModel, load_model_spec
 from .results import format_table, record_row, result_record, write_results
 from .sources import EvalData, Split, open_dataset

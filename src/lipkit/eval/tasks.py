@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import collapse, knn, linear, ood, retrieval, text, zeroshot
+from . import collapse, knn, ood, retrieval, text, zeroshot
 from .context import Context, note
 from .features import embed_texts
 from .images import ImageFiles
