@@ -329,3 +329,17 @@ def test_layout_details(tmp_path):
     table.write_text("image,label\na.png,0\nb.png,cat\n")
     with pytest.raises(EvalError, match=r"mixed.csv:2: label 0 is an index, but .*mixed.csv:3 names a class"):
         open_dataset(str(table), EvalConfig())
+
+
+def test_limits_take_images_spread_over_the_set(tmp_path):
+    """A folder is ordered by class: a limit takes images spread over it, not the first ones."""
+    root = write_folder(tmp_path / "pets", pets())
+    em = stand_in(datasets=[str(root)], test_limit=5, linear_train_limit=6, retrieval_limit=3)
+    m = by_task(evaluate_model(em, ["zeroshot", "linear", "retrieval"], progress=False).records)
+    # test positions 0 2 4 6 8 of 9: ids 20 (cat), 22, 24 (dogs), 26 (a fox shown as a dog), 28
+    assert m[("pets", "zeroshot_classification")]["acc1"] == pytest.approx(4 / 5)
+    # train positions round(0, 2.2, 4.4, 6.6, 8.8, 11) = ids 0 2 | 4 7 | 9 11: two of each class
+    assert m[("pets", "linear_probe")]["train_samples"] == 6
+    # retrieval on test positions 0 2 4 of those 5: ids 20, 24, 28, each with its own caption
+    r = m[("pets", "zeroshot_retrieval")]
+    assert r["images"] == 3 and r["text_retrieval_recall@1"] == r["image_retrieval_recall@1"] == 1.0

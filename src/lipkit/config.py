@@ -233,7 +233,8 @@ class EvalConfig:
     batch_size: int = 1000
     # `lipkit eval` (src/lipkit/eval/tasks.py): which data the tasks use and their settings.
     # A dataset is a built-in name (fashion-mnist, tuxpaint) or a path: class folders, a
-    # CSV/TSV/JSONL table, WebDataset shards (README "Evaluate on your own data").
+    # CSV/TSV/JSONL table, WebDataset shards (README "Evaluate on your own data"). The *_limit
+    # fields take the first N images of a built-in set, N spread evenly over a set given by path.
     dataset: str = "fashion-mnist"
     datasets: list[str] = field(default_factory=list)  # several, each evaluated; replaces `dataset`
     dataset_train: str = ""  # the probes' training images from this dataset instead
@@ -243,7 +244,7 @@ class EvalConfig:
     caption_columns: list[str] = field(default_factory=lambda: ["caption"])  # ... of captions (optional)
     probe_train_fraction: float = 0.5  # one labelled split: this share of each class trains the probes
     num_workers: int = 2  # processes decoding image files
-    test_limit: int = 0  # use only the first N test images (0 = all)
+    test_limit: int = 0  # use only N test images (0 = all)
     prompts_path: str = ""  # JSON with "class_names" and "templates" ("" = the dataset's own)
     features: Literal["pre", "post"] = "pre"  # linear/kNN on pooled tower features or embeddings
     few_shot_k: int = 0  # linear probe on k training samples per class (0 = all)

@@ -56,8 +56,9 @@ class Split:
                      None if self.caption is None else [self.caption[i] for i in idx],
                      None if self.captions is None else [self.captions[i] for i in idx], key)
 
-    def head(self, n: int) -> Split:
-        return self if not n or n >= len(self) else self.take(range(n))
+    def spread(self, n: int) -> Split:
+        """`n` images spread evenly over the split, in order (all when n is 0 or too large)."""
+        return self if not n or n >= len(self) else self.take(spread(len(self), n), f"{self.key}[{n}]")
 
     def missing_captions(self) -> int:
         """How many images have no caption."""
@@ -82,6 +83,19 @@ class EvalData:
     @property
     def has_labels(self) -> bool:
         return self.test.labels is not None
+
+    def subset(self, split: Split, n: int) -> np.ndarray:
+        """Positions of `n` images of `split` for a task that reads fewer (all for n = 0): the
+        first n of a built-in set (they come shuffled), n spread over a set opened by path
+        (often ordered by class)."""
+        if self.test_split is None or not n or n >= len(split):
+            return np.arange(min(n or len(split), len(split)))
+        return spread(len(split), n)
+
+
+def spread(size: int, n: int) -> np.ndarray:
+    """`n` <= `size` positions spread evenly over range(size), the first and last included."""
+    return np.linspace(0, size - 1, n).round().astype(np.int64)
 
 
 def load_prompts(path: str | Path) -> tuple[list[str], list[str] | dict[str, list[str]]]:

@@ -64,8 +64,8 @@ def run_knn(ctx: Context) -> list[TaskResult]:
 
 
 def run_retrieval(ctx: Context) -> list[TaskResult]:
-    split = ctx.data.test.head(ctx.cfg.retrieval_limit)
-    image_embeds = ctx.embeds("test")[:len(split)]
+    picked = ctx.data.subset(ctx.split("test"), ctx.cfg.retrieval_limit)
+    split, image_embeds = ctx.data.test.take(picked), ctx.embeds("test")[picked]
     texts, text_image = retrieval.flatten_captions(split.captions)
     text_embeds = _embed_distinct(ctx, texts)
     i2t, t2i = retrieval.retrieval_ranks(image_embeds, text_embeds, text_image, texts,
@@ -117,7 +117,7 @@ def run_ood(ctx: Context) -> list[TaskResult]:
     names = d.class_names  # without class names: the probe alone
     common = dict(probe=ctx.probe(), encode=ctx.encode, batch_size=ctx.batch_size)
     prompts = (names, d.templates if names is not None else None)
-    split = d.test.head(c.ood_limit)
+    split = d.test.take(d.subset(ctx.split("test"), c.ood_limit))
     metrics = ood.evaluate(em.model, em.tokenize, (split.images, split.labels),
                            _Corrupted(ctx, split), *prompts,
                            progress=lambda xs: ctx.bar(xs, "ood: corruptions"), **common)
