@@ -7,7 +7,8 @@ For each N it writes ROOT/fashion-N/<class>/<i>.png (28x28 grey PNGs: the Fashio
 training images, then the test images, then the training images mirrored, as far as N needs;
 kept for the next call), then runs
 
-    lipkit eval RUN_DIR --dataset ROOT/fashion-N --tasks zeroshot,linear --set eval.few_shot_k=16
+    lipkit eval RUN_DIR --dataset ROOT/fashion-N --tasks zeroshot,linear --set eval.few_shot_k=16 \
+        --set eval.linear_train_limit=0
 
 in a fresh process (the probe on 16 images a class, so that nothing but embedding all N images
 grows with N) and reports that process's peak resident memory (VmHWM) and the largest peak of
@@ -24,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-TASKS = ["--tasks", "zeroshot,linear", "--set", "eval.few_shot_k=16", "--quiet"]
+TASKS = ["--tasks", "zeroshot,linear", "--set", "eval.few_shot_k=16", "--set", "eval.linear_train_limit=0",
+         "--quiet"]
 
 
 def write_folder(root: Path, n: int) -> Path:

@@ -92,30 +92,38 @@ class Context:
         return embeds, (tower if self.feature_kind == "pre" else embeds)
 
     def _map(self, images: Images, fn: Callable, desc: str):
-        """(fn of each batch, positions of the images used, unreadable images)."""
-        outputs, kept, skipped = [], [], []
+        """(the outputs of `fn` over the batches, row by row, positions of the images used,
+        unreadable images). `fn` returns a tuple of [batch, D] tensors; the outputs are filled
+        in place, so a set's embeddings are never held twice."""
+        outputs, filled, kept, skipped = None, 0, [], []
         batches = image_batches(images, self.em.images, self.em.preprocess, self.batch_size,
                                 self.cfg.num_workers)
         for batch in tqdm(batches, desc=desc, total=batch_count(images, self.batch_size),
                           leave=False, disable=not self.progress):
             skipped += batch.skipped
-            if batch.images is not None:
-                outputs.append(fn(batch.images))
-                kept.append(batch.indices)
-        if not outputs:
+            if batch.images is None:
+                continue
+            parts = fn(batch.images)
+            if outputs is None:
+                outputs = [torch.empty(len(images), p.shape[1], dtype=p.dtype) for p in parts]
+            for out, part in zip(outputs, parts):
+                out[filled:filled + len(part)] = part
+            filled += len(batch.indices)
+            kept.append(batch.indices)
+        if outputs is None:
             raise EvalError(f"{self.data.name}: none of its {len(images)} images can be read; "
                             f"e.g. {skipped[0][0]}: {skipped[0][1]}")
-        return outputs, np.concatenate(kept), skipped
+        return [out[:filled] for out in outputs], np.concatenate(kept), skipped
 
     def encode(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
         """(unit embeddings, probe/kNN features) of raw images (any `image_batches` input), or
         of a split of the data when `images` is its name."""
         if isinstance(images, str):
             return self.embeds(images), self.features(images)
-        outputs, _, skipped = self._map(images, self._encode_batch, "embed")
+        (embeds, features), _, skipped = self._map(images, self._encode_batch, "embed")
         if skipped:  # the split these images come from was read in full before
             raise EvalError(f"{skipped[0][0]}: {skipped[0][1]} (it could be read earlier)")
-        return torch.cat([e for e, _ in outputs]), torch.cat([f for _, f in outputs])
+        return embeds, features
 
     def apply(self, head, features: torch.Tensor) -> torch.Tensor:
         """`head` over `features` in batches, without grad, on the model's device; float32 CPU."""
@@ -129,10 +137,9 @@ class Context:
             split: Split = getattr(self.data, name)
             done = self.store.get(split.key) if split.key else None
             if done is None:
-                outputs, kept, skipped = self._map(split.images, self._encode_batch,
-                                                   f"embed {self.data.name} {name}")
-                done = Encoded(kept if skipped else None, torch.cat([e for e, _ in outputs]),
-                               torch.cat([f for _, f in outputs]), skipped)
+                (embeds, features), kept, skipped = self._map(split.images, self._encode_batch,
+                                                              f"embed {self.data.name} {name}")
+                done = Encoded(kept if skipped else None, embeds, features, skipped)
                 self._report(name, (self.data.skipped or {}).get(name, []) + skipped)
                 if split.key:
                     self.store[split.key] = done
@@ -165,10 +172,10 @@ class Context:
         """Pooled tower features of a split (the probe features when features = pre)."""
         if self.shares_tower and self.feature_kind == "pre":
             return self.features(name)
-        outputs, _, _ = self._map(self.split(name).images, lambda x: embed_images(
-            self.em.model, x, self.batch_size, normalize=False, feature_fn=self.em.image_features),
+        (tower,), _, _ = self._map(self.split(name).images, lambda x: (embed_images(
+            self.em.model, x, self.batch_size, normalize=False, feature_fn=self.em.image_features),),
             f"tower {self.data.name} {name}")
-        return torch.cat(outputs)
+        return tower
 
     def prepare(self, tasks: Sequence[str]) -> None:
         """Embed the image files of the splits the tasks read, before any task looks at them."""
