@@ -3,6 +3,7 @@ here from generated images with known labels and scored by a stand-in model whos
 are set by hand (tests/_eval_data.py), against numbers worked out in the comments."""
 import json
 import sys
+import tarfile
 import types
 
 import pytest
@@ -307,6 +308,14 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
     assert _error(capsys, ["--dataset", str(shards)]) == \
         f"{templates}:2: template 'a photo' has no '{{c}}' or '{{}}' for the class name"
 
+    # a compressed shard: its images cannot be read at their offsets
+    packed = tmp_path / "packed"
+    (packed / "test").mkdir(parents=True)
+    with tarfile.open(packed / "test" / "0.tar", "w:gz") as tf:
+        tf.add(next((shards / "train").glob("*.tar")), arcname="inner")
+    assert _error(capsys, ["--dataset", str(packed)]).startswith(
+        f"{packed / 'test' / '0.tar'}: not an uncompressed tar shard")
+
     # not a dataset at all
     assert _error(capsys, ["--dataset", "cifar"]) == \
         "cifar: no such file or folder, and not a built-in dataset (fashion-mnist, tuxpaint)"
@@ -329,6 +338,13 @@ def test_layout_details(tmp_path):
     table.write_text("image,label\na.png,0\nb.png,cat\n")
     with pytest.raises(EvalError, match=r"mixed.csv:2: label 0 is an index, but .*mixed.csv:3 names a class"):
         open_dataset(str(table), EvalConfig())
+    # two caption columns, and a second row for an image: three captions, one label
+    table = tmp_path / "captions.tsv"
+    table.write_text("image\tclass\tcaption\tother\na.png\tdog\tone\ttwo\nb.png\tcat\tx\t\n"
+                     "a.png\tdog\tthree\tone\n")
+    cfg = EvalConfig(label_column="class", caption_columns=["caption", "other"])
+    whole = open_dataset(str(table), cfg, divide=False).test
+    assert whole.captions == [["one", "two", "three"], ["x"]] and whole.labels.tolist() == [1, 0]
 
 
 def test_limits_take_images_spread_over_the_set(tmp_path):
