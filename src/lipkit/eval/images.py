@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from lipkit.data.images import DEFAULT_MAX_PIXELS, BadSampleError, open_image
+from lipkit.data.images import BadSampleError, open_image
 
 # (PIL image, its index in the set) -> PIL image, applied before the model's preprocessing
 ImageEdit = Callable[[Image.Image, int], Image.Image]
@@ -50,22 +50,22 @@ class ImageRef:
 class ImageFiles:
     """Images read from disk when a batch needs them; `edit` changes each after decoding."""
     refs: list[ImageRef]
-    max_pixels: int = DEFAULT_MAX_PIXELS
     edit: ImageEdit | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def take(self, indices: Sequence[int]) -> ImageFiles:
-        return ImageFiles([self.refs[i] for i in indices], self.max_pixels, self.edit)
+        return ImageFiles([self.refs[i] for i in indices], self.edit)
 
     def edited(self, edit: ImageEdit) -> ImageFiles:
-        return ImageFiles(self.refs, self.max_pixels, edit)
+        return ImageFiles(self.refs, edit)
 
     def load(self, index: int) -> Image.Image:
-        """The decoded (and edited) RGB image; BadSampleError when it cannot be used."""
+        """The decoded (and edited) RGB image; BadSampleError when it cannot be used (also when
+        it is over `open_image`'s pixel limit)."""
         ref = self.refs[index]
-        image = open_image(ref.source(), name=ref.where, max_pixels=self.max_pixels)
+        image = open_image(ref.source(), name=ref.where)
         return image if self.edit is None else self.edit(image, index)
 
 

@@ -104,6 +104,8 @@ def _aligned(split: Split, names: list[str] | None, data: EvalData, what: str) -
 def open_datasets(em: EvalModel) -> list[EvalData]:
     """The datasets `em.eval` names, with `dataset_train` and `shift` attached to each."""
     cfg, data_cfg = em.eval, (em.run.data if em.run is not None else None)
+    if cfg.num_workers < 0:
+        raise EvalError(f"eval.num_workers: must be >= 0 (0 decodes in this process), got {cfg.num_workers}")
 
     def opened(spec: str, divide: bool = True) -> EvalData:
         return open_dataset(spec, cfg, data_cfg, seed=em.seed, divide=divide)

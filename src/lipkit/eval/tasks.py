@@ -113,18 +113,21 @@ class _Corrupted(Mapping):
 
 def run_ood(ctx: Context) -> list[TaskResult]:
     c, d, em = ctx.cfg, ctx.data, ctx.em
-    ood.check_corruptions(c.ood_corruptions, c.ood_severities)
+    if c.ood_corruptions:  # none: the shifted datasets alone
+        ood.check_corruptions(c.ood_corruptions, c.ood_severities)
     names = d.class_names  # without class names: the probe alone
     common = dict(probe=ctx.probe(), encode=ctx.encode, batch_size=ctx.batch_size)
     prompts = (names, d.templates if names is not None else None)
-    split = d.test.take(d.subset(ctx.split("test"), c.ood_limit))
-    metrics = ood.evaluate(em.model, em.tokenize, (split.images, split.labels),
-                           _Corrupted(ctx, split), *prompts,
-                           progress=lambda xs: ctx.bar(xs, "ood: corruptions"), **common)
-    metrics.update(images=len(split), features=ctx.feature_kind)
-    results = [TaskResult(f"{d.name}-c", "ood_classification", metrics,
-                          {"corruptions": list(c.ood_corruptions),
-                           "severities": list(c.ood_severities)})]
+    results = []
+    if c.ood_corruptions:
+        split = d.test.take(d.subset(ctx.split("test"), c.ood_limit))
+        metrics = ood.evaluate(em.model, em.tokenize, (split.images, split.labels),
+                               _Corrupted(ctx, split), *prompts,
+                               progress=lambda xs: ctx.bar(xs, "ood: corruptions"), **common)
+        metrics.update(images=len(split), features=ctx.feature_kind)
+        results.append(TaskResult(f"{d.name}-c", "ood_classification", metrics,
+                                  {"corruptions": list(c.ood_corruptions),
+                                   "severities": list(c.ood_severities)}))
     if d.style is not None:
         photos, cartoons = d.style
         style = ood.evaluate(em.model, em.tokenize, (photos.images, photos.labels),
