@@ -203,7 +203,7 @@ def test_open_clip_missing_is_one_line(monkeypatch, capsys):
     (["--tasks", "zeroshot,nope"], "--tasks: unknown task(s) nope; available: zeroshot, linear, ood"),
     (["--set", "train.steps=3"], "--set train.steps=3: lipkit eval only overrides eval.* settings"),
     (["--set", "eval.nope=1"], "unknown key 'eval.nope'"),
-    (["--set", "eval.dataset=cifar"], "eval.dataset: expected one of"),
+    (["--set", "eval.dataset=cifar"], "cifar: no such file or folder, and not a built-in dataset"),
 ])
 def test_eval_cli_errors(xclip_run, capsys, args, message):
     assert main(["eval", str(xclip_run)] + args) == 2
@@ -260,3 +260,25 @@ def test_tuxpaint_retrieval_and_style_shift(xclip_run):
     if HAVE_EVAL_EXTRA:
         style = m[("tuxpaint-style", "ood_classification")]
         assert style["cartoons"] > 0 and "zeroshot_cartoon_acc1" in style
+
+
+def test_a_run_on_your_own_data(xclip_run, tmp_path):
+    """A lipkit run (grey 28 px towers) on generated RGB images of another size: a labelled
+    folder with captions and a captions-only table; collapse runs on both."""
+    import dataclasses
+
+    from _eval_data import pets, write_folder, write_jsonl
+    data = pets()
+    folder = write_folder(tmp_path / "pets", data)
+    captions = write_jsonl(tmp_path / "captions.jsonl", data["test"], label_key="no_label")
+    em = from_lipkit_run(xclip_run, ["eval.batch_size=4", "eval.num_workers=0"])
+    em.eval = dataclasses.replace(em.eval, datasets=[str(folder), str(captions)])
+    m = by_task(evaluate_model(em, ["zeroshot", "linear", "retrieval", "collapse"], progress=False).records)
+    assert set(m) == {("pets", "zeroshot_classification"), ("pets", "linear_probe"),
+                      ("pets", "zeroshot_retrieval"), ("pets", "prototype_collapse"),
+                      ("captions", "zeroshot_retrieval"), ("captions", "prototype_collapse")}
+    assert m[("pets", "linear_probe")]["features"] == "pre" and m[("pets", "linear_probe")]["train_samples"] == 12
+    # the same 9 test images and captions in both datasets
+    assert m[("pets", "zeroshot_retrieval")] | {"test_split": ""} == \
+        m[("captions", "zeroshot_retrieval")] | {"test_split": ""}
+    assert m[("captions", "prototype_collapse")]["image_distinct_prototypes"] >= 1

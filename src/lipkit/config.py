@@ -263,9 +263,20 @@ class TrainConfig:
 class EvalConfig:
     linear_train_limit: int = 10000  # training images for the linear probe and the kNN bank
     batch_size: int = 1000
-    # `lipkit eval` (src/lipkit/eval/tasks.py): which data the tasks use and their settings
-    dataset: Literal["fashion-mnist", "tuxpaint"] = "fashion-mnist"
-    test_limit: int = 0  # use only the first N test images (0 = all)
+    # `lipkit eval` (src/lipkit/eval/tasks.py): which data the tasks use and their settings.
+    # A dataset is a built-in name (fashion-mnist, tuxpaint) or a path: class folders, a
+    # CSV/TSV/JSONL table, WebDataset shards (README "Evaluate on your own data"). The *_limit
+    # fields take the first N images of a built-in set, N spread evenly over a set given by path.
+    dataset: str = "fashion-mnist"
+    datasets: list[str] = field(default_factory=list)  # several, each evaluated; replaces `dataset`
+    dataset_train: str = ""  # the probes' training images from this dataset instead
+    shift: str = ""  # a dataset with the same classes: the OOD task's shifted set
+    image_column: str = "image"  # table column (JSONL key) of the image path
+    label_column: str = "label"  # ... of the label: a class name or an index (optional)
+    caption_columns: list[str] = field(default_factory=lambda: ["caption"])  # ... of captions (optional)
+    probe_train_fraction: float = 0.5  # one labelled split: this share of each class trains the probes
+    num_workers: int = 2  # processes decoding image files
+    test_limit: int = 0  # use only N test images (0 = all)
     # test: the data set's test split; validation: training data the run held back, for choosing
     # settings without touching the test split (fashion-mnist: the training images after
     # data.train_limit; tuxpaint: the 150 validation stamps of the training split)

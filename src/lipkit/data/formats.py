@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .cache import DataSourceError
@@ -27,6 +27,25 @@ def _open_text(path: Path):
         raise DataSourceError(f"{path}: cannot open ({e.strerror or e})") from None
 
 
+def image_files(root: Path) -> Iterator[Path]:
+    """Every image file under `root`, recursively, in sorted order (folders and names)."""
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                yield Path(dirpath) / name
+
+
+def caption_file(image: Path) -> Path:
+    """The .txt beside an image that holds its captions, one per line (`cat.jpg` + `cat.txt`)."""
+    return image.with_name(f"{os.path.splitext(image.name)[0]}.txt")
+
+
+def read_caption_file(txt: Path) -> tuple[str, ...]:
+    """The captions of a caption file (its non-empty lines); OSError when it cannot be read."""
+    return clean_captions(txt.read_text(encoding="utf-8", errors="replace").splitlines())
+
+
 def read_folder(root: str | Path) -> tuple[list[PairRecord], Skipped]:
     """Every image under `root` (recursively) with a same-named .txt beside it; each non-empty
     line of the .txt is one caption (`cat.jpg` + `cat.txt`)."""
@@ -34,35 +53,29 @@ def read_folder(root: str | Path) -> tuple[list[PairRecord], Skipped]:
     if not root.is_dir():
         raise DataSourceError(f"{root}: not a folder")
     records, skipped = [], []
-    for dirpath, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() not in IMAGE_EXTENSIONS:
-                continue
-            image = Path(dirpath) / name
-            txt = Path(dirpath) / f"{stem}.txt"
-            try:
-                captions = clean_captions(txt.read_text(encoding="utf-8", errors="replace").splitlines())
-            except FileNotFoundError:
-                skipped.append((str(image), f"no caption file {txt.name}"))
-                continue
-            except OSError as e:
-                skipped.append((str(txt), f"cannot read ({e.strerror or e})"))
-                continue
-            if not captions:
-                skipped.append((str(image), f"empty caption file {txt.name}"))
-                continue
-            records.append(PairRecord(str(image), captions))
+    for image in image_files(root):
+        txt = caption_file(image)
+        try:
+            captions = read_caption_file(txt)
+        except FileNotFoundError:
+            skipped.append((str(image), f"no caption file {txt.name}"))
+            continue
+        except OSError as e:
+            skipped.append((str(txt), f"cannot read ({e.strerror or e})"))
+            continue
+        if not captions:
+            skipped.append((str(image), f"empty caption file {txt.name}"))
+            continue
+        records.append(PairRecord(str(image), captions))
     return records, skipped
 
 
-def _group(rows: Iterable[tuple[str, str, str, list[str], int]], base: Path, check_files: bool) -> tuple[list[PairRecord], Skipped]:
-    """rows: (where, image path as written, label text, captions, line) -> records grouped by image."""
+def _group(rows: Iterable[tuple[str, str, str, list[str]]], base: Path, check_files: bool) -> tuple[list[PairRecord], Skipped]:
+    """rows: (where, image path as written, label text, captions) -> records grouped by image."""
     order: dict[str, list] = {}
     skipped: Skipped = []
     missing: set[str] = set()
-    for where, image, label, captions, _ in rows:
+    for where, image, label, captions in rows:
         if not image:
             skipped.append((where, "empty image path"))
             continue
@@ -93,35 +106,40 @@ def _label(text) -> int:
         raise DataSourceError(f"label {text!r} is not an integer class index") from None
 
 
-def read_table(path: str | Path, image_column: str = "image", caption_column: str = "caption",
-               label_column: str = "", delimiter: str | None = None, check_files: bool = True) -> tuple[list[PairRecord], Skipped]:
-    """CSV (or TSV: `delimiter="\\t"`, the default for a .tsv file) with a header row."""
-    path = Path(path)
+def table_rows(path: Path, required: Sequence[str] = (), delimiter: str | None = None
+               ) -> Iterator[tuple[str, dict[str, str]]]:
+    """(where, row) for each row of a CSV (or TSV: `delimiter="\\t"`, the default for a .tsv
+    file) with a header; `where` is `file:line`. The `required` columns must be in the header."""
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with _open_text(path) as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
-        wanted = [c for c in (image_column, caption_column, label_column) if c]
-        absent = [c for c in wanted if c not in header]
+        absent = [c for c in required if c not in header]
         if absent:
             raise DataSourceError(
                 f"{path}: no column {', '.join(map(repr, absent))}; the header has {', '.join(map(repr, header)) or 'nothing'}"
             )
         try:
-            rows = [(f"{path}:{reader.line_num}", (r[image_column] or "").strip(),
-                     r.get(label_column, "") if label_column else "", [r[caption_column] or ""], reader.line_num)
-                    for r in reader]
+            for row in reader:
+                yield f"{path}:{reader.line_num}", row
         except csv.Error as e:
             raise DataSourceError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+
+
+def read_table(path: str | Path, image_column: str = "image", caption_column: str = "caption",
+               label_column: str = "", delimiter: str | None = None, check_files: bool = True) -> tuple[list[PairRecord], Skipped]:
+    """CSV (or TSV: `delimiter="\\t"`, the default for a .tsv file) with a header row."""
+    path = Path(path)
+    wanted = [c for c in (image_column, caption_column, label_column) if c]
+    rows = [(where, (r[image_column] or "").strip(), r.get(label_column, "") if label_column else "",
+             [r[caption_column] or ""]) for where, r in table_rows(path, wanted, delimiter)]
     return _group(rows, path.parent, check_files)
 
 
-def read_jsonl(path: str | Path, image_column: str = "image", caption_column: str = "caption",
-               label_column: str = "", check_files: bool = True) -> tuple[list[PairRecord], Skipped]:
-    """One JSON object per line; the caption field holds a string or a list of strings."""
-    path = Path(path)
-    rows, skipped = [], []
+def jsonl_objects(path: Path) -> Iterator[tuple[str, dict | None, str]]:
+    """(where, object, problem) for each non-empty line of a JSON Lines file: the object, or None
+    and what is wrong with the line (not JSON, not an object)."""
     with _open_text(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -130,18 +148,30 @@ def read_jsonl(path: str | Path, image_column: str = "image", caption_column: st
             try:
                 obj = json.loads(line)
             except ValueError as e:
-                skipped.append((where, f"not valid JSON ({e.msg})"))
+                yield where, None, f"not valid JSON ({e.msg})"
                 continue
             if not isinstance(obj, dict):
-                skipped.append((where, "not a JSON object"))
+                yield where, None, "not a JSON object"
                 continue
-            caps = obj.get(caption_column)
-            caps = [caps] if isinstance(caps, str) else caps if isinstance(caps, list) else []
-            image = obj.get(image_column)
-            if not isinstance(image, str):
-                skipped.append((where, f"no string field {image_column!r}"))
-                continue
-            label = obj.get(label_column, "") if label_column else ""
-            rows.append((where, image.strip(), label, [c for c in caps if isinstance(c, str)], n))
+            yield where, obj, ""
+
+
+def read_jsonl(path: str | Path, image_column: str = "image", caption_column: str = "caption",
+               label_column: str = "", check_files: bool = True) -> tuple[list[PairRecord], Skipped]:
+    """One JSON object per line; the caption field holds a string or a list of strings."""
+    path = Path(path)
+    rows, skipped = [], []
+    for where, obj, problem in jsonl_objects(path):
+        if obj is None:
+            skipped.append((where, problem))
+            continue
+        caps = obj.get(caption_column)
+        caps = [caps] if isinstance(caps, str) else caps if isinstance(caps, list) else []
+        image = obj.get(image_column)
+        if not isinstance(image, str):
+            skipped.append((where, f"no string field {image_column!r}"))
+            continue
+        label = obj.get(label_column, "") if label_column else ""
+        rows.append((where, image.strip(), label, [c for c in caps if isinstance(c, str)]))
     records, more = _group(rows, path.parent, check_files)
     return records, skipped + more

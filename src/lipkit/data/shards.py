@@ -1,4 +1,4 @@
-"""WebDataset tar shards: streaming reader and writer.
+"""WebDataset tar shards: streaming reader, index for random access, and writer.
 
 Layout (the WebDataset convention, so shards written by `webdataset.TarWriter`, img2dataset or
 `lipkit data convert` all read here): a sample is the run of consecutive tar members sharing a
@@ -13,6 +13,9 @@ workers (`stream.worker_slot`) so each shard is read by one slot; with fewer sha
 every slot reads every shard and keeps every n-th sample instead. Samples then pass through a
 seeded shuffle buffer. The size is never needed in advance.
 
+`index_shard` lists the samples of an uncompressed shard with the byte range of each image,
+reading only headers and the small fields, so that evaluation can decode any subset later.
+
 Safety: members are read into memory, never extracted, but a member whose name is absolute or
 contains ".." is refused all the same (reported as a bad sample); images over the pixel limit
 are refused before decoding; a truncated or corrupt shard is reported and skipped from the
@@ -24,6 +27,7 @@ import json
 import random
 import tarfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .cache import DataSourceError
@@ -116,6 +120,62 @@ def decode_captions(fields: dict[str, bytes], caption_field: str) -> tuple[str, 
         caps = [caps] if isinstance(caps, str) else caps if isinstance(caps, list) else []
         return clean_captions([c for c in caps if isinstance(c, str)])
     return ()
+
+
+@dataclass
+class IndexedSample:
+    """A sample of an uncompressed shard: where its image's bytes lie, and its small fields."""
+    key: str
+    image: tuple[int, int] | None  # (byte offset in the shard, size) of the first IMAGE_FIELDS member
+    ext: str  # that member's extension
+    fields: dict[str, bytes]  # the non-image members (cls, txt, json)
+
+
+_SMALL_FIELDS = ("cls", "txt", "json")
+_MAX_SMALL_BYTES = 1 << 20
+
+
+def index_shard(path: str) -> tuple[list[IndexedSample], list[tuple[str, str]]]:
+    """(samples, problems) of one uncompressed tar shard, reading only member headers and the
+    small fields (labels, captions): the images stay on disk, to be read later at their offsets
+    (random access, so any subset can be decoded in any order)."""
+    try:
+        tf = tarfile.open(path, mode="r:")
+    except FileNotFoundError:
+        raise DataSourceError(f"{path}: shard not found") from None
+    except (OSError, tarfile.TarError) as e:
+        raise DataSourceError(f"{path}: not an uncompressed tar shard ({e}); evaluation reads "
+                              "images at their offsets in plain .tar files") from None
+    samples: list[IndexedSample] = []
+    problems: list[tuple[str, str]] = []
+    key, images, fields = None, {}, {}
+
+    def flush():
+        if key is not None:
+            ext = next((e for e in IMAGE_FIELDS if e in images), "")
+            samples.append(IndexedSample(key, images.get(ext), ext, fields))
+
+    with tf:
+        try:
+            for member in tf:
+                bad = _unsafe_name(member.name)
+                if bad:
+                    problems.append((f"{path}:{member.name}", f"refused: {bad}"))
+                    continue
+                if not member.isfile():
+                    continue
+                k, ext = split_key(member.name)
+                if k != key:
+                    flush()
+                    key, images, fields = k, {}, {}
+                if ext in IMAGE_FIELDS and member.size <= _MAX_MEMBER_BYTES:
+                    images[ext] = (member.offset_data, member.size)
+                elif ext in _SMALL_FIELDS and member.size <= _MAX_SMALL_BYTES:
+                    fields[ext] = tf.extractfile(member).read()
+        except (OSError, tarfile.TarError, EOFError) as e:
+            problems.append((path, f"shard is damaged after {key or 'the start'} ({type(e).__name__}: {e})"))
+    flush()
+    return samples, problems
 
 
 class ShardStream(EpochStream):

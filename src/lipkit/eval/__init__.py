@@ -10,7 +10,11 @@ open_clip's) and returns a flat metrics dict; `results` writes them in CLIP_benc
     text.evaluate(model, tokenize, word_pairs=..., captions=...)
     collapse.evaluate(image_prototype_logits, text_prototype_logits, temperature=0.1)
 
-`lipkit.eval.runner` runs them on a run directory or an open_clip model (`lipkit eval`).
+`lipkit.eval.runner` runs them on a run directory or an open_clip model (`lipkit eval`), on
+the datasets `open_dataset` opens: a built-in name, or a path to labelled images (class
+folders, a CSV/TSV/JSONL table, WebDataset shards in CLIP_benchmark's layout).
+
+    open_dataset("photos/", EvalConfig())  # EvalData: name, class_names, templates, train, test
 """
 from . import collapse, knn, linear, metrics, ood, retrieval, text, zeroshot
 from .features import embed_images, embed_texts, eval_mode
@@ -24,10 +28,13 @@ from .results import (
     result_record,
     write_results,
 )
+from .sources import EvalData, Split, open_dataset
 from .zeroshot import evaluate as evaluate_zeroshot
 from .zeroshot import zeroshot_classifier
 
 __all__ = [
+    "EvalData",
+    "Split",
     "classification_metrics",
     "collapse",
     "embed_images",
@@ -41,6 +48,7 @@ __all__ = [
     "linear",
     "metrics",
     "ood",
+    "open_dataset",
     "read_results",
     "record_row",
     "result_record",

@@ -1,4 +1,10 @@
-"""`lipkit eval SPEC`: load a model, run the requested tasks, write CLIP_benchmark records.
+"""`lipkit eval SPEC`: load a model, run the requested tasks on each dataset, write
+CLIP_benchmark records.
+
+Datasets: `eval.datasets` (or the one `eval.dataset`), each a built-in name or a path, all
+opened (indexed, labels checked) before any image is embedded. `eval.dataset_train` replaces
+the probes' training images of every dataset, `eval.shift` adds a shifted set with the same
+classes to the OOD task; both are embedded once, whichever datasets use them.
 
 Outputs: `--out FILE` is a JSON list of records (and `FILE` with `.details.json` for the plots'
 curves and histograms); `--out-dir DIR` holds one JSON per (model, dataset, task), as
@@ -6,6 +12,7 @@ CLIP_benchmark writes them, plus `details.json`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -14,15 +21,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from lipkit.checkpoint import atomic_write
 
+from .context import IMAGE_SPLITS, note
 from .errors import EvalError
 from .models import EvalModel, load_model_spec
 from .results import format_table, record_row, result_record, write_results
-from .sources import load_eval_data
-from .tasks import TASKS, Context, TaskResult
+from .sources import EvalData, Split, open_dataset
+from .tasks import TASKS, Context, TaskResult, skip_reason
 from .tower_memo import TowerMemo
 
 TASK_ORDER = tuple(TASKS)  # zeroshot, linear, ood, retrieval, knn, text, collapse
@@ -63,7 +72,8 @@ LABELS = {
 class EvalOutput:
     records: list[dict]
     details: dict[str, dict] = field(default_factory=dict)  # "dataset/task" -> curves etc.
-    seconds: dict[str, float] = field(default_factory=dict)  # CLI task -> wall time
+    seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # (dataset, CLI task) -> wall time
+    sources: list[str] = field(default_factory=list)  # per record, the dataset it was run on
 
 
 def parse_tasks(text: str | Sequence[str]) -> list[str]:
@@ -75,26 +85,100 @@ def parse_tasks(text: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
+def _aligned(split: Split, names: list[str] | None, data: EvalData, what: str) -> Split:
+    """`split` (of dataset `what`, classes `names`) with labels that index `data`'s classes."""
+    if split.labels is None:
+        raise EvalError(f"{what}: has no labels")
+    if (names is None) != (data.class_names is None):
+        raise EvalError(f"{what}: its classes cannot be matched with those of {data.name}, one "
+                        "has class names and the other not")
+    if names is None or names == data.class_names:
+        return split
+    position = {n: i for i, n in enumerate(data.class_names)}
+    unknown = [n for n in names if n not in position]
+    if unknown:
+        raise EvalError(f"{what}: class {unknown[0]!r} is not a class of {data.name}")
+    mapping = np.array([position[n] for n in names])
+    return Split(split.images, mapping[split.labels], split.caption, split.captions, split.key)
+
+
+def open_datasets(em: EvalModel) -> list[EvalData]:
+    """The datasets `em.eval` names, with `dataset_train` and `shift` attached to each."""
+    cfg, data_cfg = em.eval, (em.run.data if em.run is not None else None)
+    if cfg.num_workers < 0:
+        raise EvalError(f"eval.num_workers: must be >= 0 (0 decodes in this process), got {cfg.num_workers}")
+
+    def opened(spec: str, divide: bool = True) -> EvalData:
+        return open_dataset(spec, cfg, data_cfg, seed=em.seed, divide=divide)
+
+    datasets = [opened(spec, divide=not cfg.dataset_train) for spec in cfg.datasets or [cfg.dataset]]
+    names = [d.name for d in datasets]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice:
+        raise EvalError(f"two datasets are named {twice!r}; name them with NAME=PATH")
+    labelled = [d for d in datasets if d.has_labels]  # the probes and OOD need labels
+    if cfg.dataset_train:
+        source = opened(cfg.dataset_train, divide=False)
+        split = "train" if source.train is not None else "test"
+        train, what = (source.train, f"{source.name} train") if split == "train" else \
+            (source.test, source.name)
+        for d in labelled:
+            d.train, d.probe_train = _aligned(train, source.class_names, d, cfg.dataset_train), what
+            if d.skipped is not None:
+                d.skipped["train"] = list((source.skipped or {}).get(split, []))
+    if cfg.shift:
+        source = opened(cfg.shift, divide=False)
+        for d in labelled:
+            d.shift, d.shift_name = _aligned(source.test, source.class_names, d, cfg.shift), source.name
+    for d in datasets:
+        if d.test_split is not None:  # opened by path (the built-ins apply the limits themselves)
+            d.test = d.test.spread(cfg.test_limit)
+            if d.train is not None:
+                d.train = d.train.spread(cfg.linear_train_limit)
+    return datasets
+
+
+def _provenance(d: EvalData, task: str) -> dict:
+    """What a dataset opened by path reports in its records: which images were read."""
+    splits = IMAGE_SPLITS[task]
+    out = {}
+    if d.test_split is not None:
+        out["test_split"] = d.test_split
+    if d.probe_train is not None and "train" in splits:
+        out["probe_train"] = d.probe_train
+    if d.skipped is not None:
+        out["skipped"] = sum(len(d.skipped.get(s, [])) for s in splits)
+    return out
+
+
 def evaluate_model(em: EvalModel, tasks: Sequence[str], progress: bool = True,
                    memo: TowerMemo | None = None) -> EvalOutput:
-    """Run `tasks` (CLI names) on `em` over the data its eval config names. A `memo` shared
-    across calls reuses the outputs of locked towers (a grid of LiT runs)."""
+    """Run `tasks` (CLI names) on `em` over the datasets its eval config names. A `memo`
+    shared across calls reuses the outputs of locked towers (a grid of LiT runs)."""
     tasks = parse_tasks(tasks)
     if memo is not None:
         memo.install(em.model)
-    data_cfg = em.run.data if em.run is not None else None
-    data = load_eval_data(em.eval, data_cfg, seed=em.seed)
-    ctx = Context(em, data, progress=progress)
+    datasets = open_datasets(em)
+    store = {}  # embeddings of the image sets shared by datasets
     out = EvalOutput([])
-    for task in tqdm(tasks, desc="eval", disable=not progress):
-        start = time.perf_counter()
-        results: list[TaskResult] = TASKS[task](ctx)
-        out.seconds[task] = time.perf_counter() - start
-        for r in results:
-            record = result_record(r.dataset, em.name, em.pretrained, r.task, r.metrics)
-            out.records.append(record)
-            if r.details:
-                out.details[f"{r.dataset}/{r.task}"] = r.details
+    for data in datasets:
+        ctx = Context(em, data, progress=progress, store=store)
+        ctx.prepare(tasks)
+        for task in tqdm(tasks, desc=f"eval {data.name}", disable=not progress):
+            reason = skip_reason(task, data)
+            if reason:
+                note(f"{task} on {data.name}: skipped, {reason}")
+                continue
+            start = time.perf_counter()
+            results: list[TaskResult] = TASKS[task](ctx)
+            out.seconds[(data.name, task)] = time.perf_counter() - start
+            for r in results:
+                if r.dataset == data.name or r.dataset.startswith(data.name + "-"):
+                    r.metrics.update(_provenance(data, task))
+                out.records.append(result_record(r.dataset, em.name, em.pretrained, r.task, r.metrics))
+                out.sources.append(data.name)
+                if r.details:
+                    out.details[f"{r.dataset}/{r.task}"] = r.details
     return out
 
 
@@ -137,8 +221,15 @@ def write_outputs(out: EvalOutput, out_file: Path | None = None, out_dir: Path |
 
 def evaluate_spec(spec: str, tasks: Sequence[str], overrides: Sequence[str] = (),
                   out_file: Path | None = None, out_dir: Path | None = None,
-                  progress: bool = True, memo: TowerMemo | None = None) -> EvalOutput:
+                  progress: bool = True, memo: TowerMemo | None = None,
+                  datasets: Sequence[str] = (), dataset_train: str = "", shift: str = ""
+                  ) -> EvalOutput:
+    """Evaluate a model spec; `datasets`, `dataset_train` and `shift` (the CLI's --dataset,
+    --dataset-train, --shift) replace the eval config's when given."""
     em = load_model_spec(spec, overrides)
+    changes = {k: v for k, v in (("datasets", list(datasets)), ("dataset_train", dataset_train),
+                                 ("shift", shift)) if v}
+    em.eval = dataclasses.replace(em.eval, **changes)
     out = evaluate_model(em, tasks, progress=progress, memo=memo)
     write_outputs(out, out_file, out_dir)
     return out
@@ -164,12 +255,12 @@ def _value(key: str, v) -> str:
 def summary_table(out: EvalOutput) -> str:
     """One row per record: dataset, task, its headline metrics, and the task's wall time."""
     rows = []
-    for r in out.records:
+    for r, source in zip(out.records, out.sources):
         keys = HEADLINE.get(r["task"], tuple(r["metrics"])[:4])
         shown = ", ".join(f"{_short(k)} {_value(k, r['metrics'][k])}" for k in keys if k in r["metrics"])
-        cli_task_name = cli_task(r["task"])
+        seconds = out.seconds.get((source, cli_task(r["task"])))
         rows.append({"dataset": r["dataset"], "task": r["task"], "metrics": shown,
-                     "time": f"{out.seconds[cli_task_name]:.0f} s" if cli_task_name in out.seconds else ""})
+                     "time": f"{seconds:.0f} s" if seconds is not None else ""})
     return format_table(rows, ["dataset", "task", "metrics", "time"])
 
 

@@ -1,8 +1,12 @@
-"""The evaluation data each task reads, built from lipkit's data sources (`eval.dataset`).
+"""The evaluation data each task reads: `open_dataset(spec)` for a built-in name or a path.
 
-A `Split` holds raw images (a uint8 array or PIL images; the model's own preprocessing turns
-them into tensors), class labels, one caption per image (collapse, caption probe) and a list of
-captions per image (retrieval).
+An `EvalData` is one dataset as the tasks see it: its record name, class names and zero-shot
+templates (or None), a `test` split, a `train` split for the probes (or None), and optional
+shifted sets for the OOD task. A `Split` holds images, their class labels (or None), one
+caption per image (collapse, caption probe) and all captions of each image (retrieval; None
+without captions). Its images are raw: a uint8 array, PIL images, or `ImageFiles` on disk that
+are decoded batch by batch when embedded (`images.image_batches`); the model's own
+preprocessing turns them into tensors.
 
 - fashion-mnist: train = the first `linear_train_limit` training images, captioned with the
   run's training templates; test = the 10k test images (`test_limit`), captioned with the
@@ -12,12 +16,14 @@ captions per image (retrieval).
   are the 16 categories; each stamp has its one caption (equal captions on different stamps
   are hits in retrieval). The style shift compares hold-out photos with hold-out cartoons, both
   restricted to the categories that have a cartoon in the hold-out.
+- any other spec is a path: class folders, a CSV/TSV/JSONL table or WebDataset shards
+  (`layouts`, `user_data`).
 
-With `eval.split: validation` the test split is replaced by training data the run did not train
-on, for choosing settings: Fashion-MNIST's training images after `data.train_limit` (the probes
-train on images before it), Tux Paint's 150 validation stamps (`data.sources` split `fit`
-trains on the rest; the probes train on `fit`). Records then name the data set
-`NAME:validation`.
+With `eval.split: validation` a built-in set's test split is replaced by training data the run
+did not train on, for choosing settings: Fashion-MNIST's training images after
+`data.train_limit` (the probes train on images before it), Tux Paint's 150 validation stamps
+(`data.sources` split `fit` trains on the rest; the probes train on `fit`). Records then name the
+data set `NAME:validation`.
 """
 from __future__ import annotations
 
@@ -32,38 +38,70 @@ from PIL import Image
 from lipkit.config import DataConfig, EvalConfig
 
 from .errors import EvalError
+from .images import ImageFiles
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 
 
 @dataclass
 class Split:
-    images: np.ndarray | list[Image.Image]
-    labels: np.ndarray
-    caption: list[str]  # one per image
-    captions: list[list[str]]  # several per image (retrieval)
+    images: np.ndarray | list[Image.Image] | ImageFiles
+    labels: np.ndarray | None  # class indices; None: the set has no labels
+    caption: list[str] | None  # one per image; None: no captions
+    captions: list[list[str]] | None  # all captions of each image (retrieval)
+    key: str = ""  # names the split in an embedding store shared by datasets ("": not shared)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.images)
 
-    def take(self, indices: Sequence[int]) -> Split:
+    def take(self, indices: Sequence[int], key: str = "") -> Split:
         idx = list(indices)
-        images = self.images[idx] if isinstance(self.images, np.ndarray) else [self.images[i] for i in idx]
-        return Split(images, self.labels[idx], [self.caption[i] for i in idx],
-                     [self.captions[i] for i in idx])
+        images = self.images[idx] if isinstance(self.images, np.ndarray) else \
+            self.images.take(idx) if isinstance(self.images, ImageFiles) else [self.images[i] for i in idx]
+        return Split(images, None if self.labels is None else self.labels[idx],
+                     None if self.caption is None else [self.caption[i] for i in idx],
+                     None if self.captions is None else [self.captions[i] for i in idx], key)
 
-    def head(self, n: int) -> Split:
-        return self if not n or n >= len(self) else self.take(range(n))
+    def spread(self, n: int) -> Split:
+        """`n` images spread evenly over the split, in order (all when n is 0 or too large)."""
+        return self if not n or n >= len(self) else self.take(spread(len(self), n), f"{self.key}[{n}]")
+
+    def missing_captions(self) -> int:
+        """How many images have no caption."""
+        return len(self) if self.captions is None else sum(not c for c in self.captions)
 
 
 @dataclass
 class EvalData:
     name: str
-    train: Split
+    train: Split | None
     test: Split
-    class_names: list[str]
+    class_names: list[str] | None
     templates: list[str] | dict[str, list[str]]
     style: tuple[Split, Split] | None = None  # (photos, cartoons) for the style shift
+    shift: Split | None = None  # a second dataset with the same classes (--shift)
+    shift_name: str = ""
+    # Datasets opened by path report these in their records; built-ins leave them None.
+    test_split: str | None = None  # which images are the test set
+    probe_train: str | None = None  # which images train the probes
+    skipped: dict[str, list[tuple[str, str]]] | None = None  # unusable images, per split
+
+    @property
+    def has_labels(self) -> bool:
+        return self.test.labels is not None
+
+    def subset(self, split: Split, n: int) -> np.ndarray:
+        """Positions of `n` images of `split` for a task that reads fewer (all for n = 0): the
+        first n of a built-in set (they come shuffled), n spread over a set opened by path
+        (often ordered by class)."""
+        if self.test_split is None or not n or n >= len(split):
+            return np.arange(min(n or len(split), len(split)))
+        return spread(len(split), n)
+
+
+def spread(size: int, n: int) -> np.ndarray:
+    """`n` <= `size` positions spread evenly over range(size), the first and last included."""
+    return np.linspace(0, size - 1, n).round().astype(np.int64)
 
 
 def load_prompts(path: str | Path) -> tuple[list[str], list[str] | dict[str, list[str]]]:
@@ -89,11 +127,11 @@ def load_prompts(path: str | Path) -> tuple[list[str], list[str] | dict[str, lis
     return names, templates
 
 
-def _prompts(cfg: EvalConfig, default: Path, num_classes: int):
+def _prompts(cfg: EvalConfig, default: Path, dataset: str, num_classes: int):
     names, templates = load_prompts(cfg.prompts_path or default)
     if len(names) != num_classes:
         raise EvalError(f"{cfg.prompts_path or default}: {len(names)} class names, but "
-                        f"{cfg.dataset} has {num_classes} classes")
+                        f"{dataset} has {num_classes} classes")
     return names, templates
 
 
@@ -106,7 +144,7 @@ def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0
     from lipkit.data import FashionMNISTPairs, load_fashion_mnist
     from lipkit.data.fashion_mnist import PROMPTS_FILE
 
-    names, templates = _prompts(cfg, PROMPTS_FILE, 10)
+    names, templates = _prompts(cfg, PROMPTS_FILE, "fashion-mnist", 10)
     flat_templates = templates if isinstance(templates, list) else None
 
     train_images, train_labels = load_fashion_mnist("train")
@@ -170,7 +208,7 @@ def _tuxpaint_split(items) -> Split:
 def tuxpaint(cfg: EvalConfig, seed: int = 0) -> EvalData:
     from lipkit.data.tuxpaint import CATEGORIES, load_tuxpaint, tuxpaint_holdout_split, tuxpaint_validation_split
 
-    names, templates = _prompts(cfg, PROMPTS_DIR / "tuxpaint.json", len(CATEGORIES))
+    names, templates = _prompts(cfg, PROMPTS_DIR / "tuxpaint.json", "tuxpaint", len(CATEGORIES))
     split = tuxpaint_validation_split if cfg.split == "validation" else tuxpaint_holdout_split
     train_items, holdout = split(items=load_tuxpaint())
     if cfg.test_limit:
@@ -189,11 +227,29 @@ def tuxpaint(cfg: EvalConfig, seed: int = 0) -> EvalData:
     return EvalData(_name("tuxpaint", cfg), train, test, names, templates, style)
 
 
-def load_eval_data(cfg: EvalConfig, data_cfg: DataConfig | None = None, seed: int = 0) -> EvalData:
-    """The data `cfg.dataset` names; `data_cfg` gives the training caption templates."""
-    if cfg.dataset == "fashion-mnist":
+BUILTIN_DATASETS = ("fashion-mnist", "tuxpaint")
+
+
+def open_dataset(spec: str, cfg: EvalConfig, data_cfg: DataConfig | None = None,
+                 seed: int = 0, divide: bool = True) -> EvalData:
+    """A built-in dataset by name, or the labelled images at a path (see `layouts`);
+    `data_cfg` gives fashion-mnist's training caption templates. `divide`: a labelled path
+    with one split is divided into probe training and test images (else it is all test)."""
+    if spec == "fashion-mnist":
         data_cfg = data_cfg or DataConfig()
         return fashion_mnist(cfg, data_cfg.caption_templates, seed, data_cfg.train_limit)
-    if cfg.dataset == "tuxpaint":
+    if spec == "tuxpaint":
         return tuxpaint(cfg, seed)
-    raise EvalError(f"eval.dataset: unknown dataset {cfg.dataset!r}")
+    from .user_data import open_user_dataset
+
+    try:
+        return open_user_dataset(spec, cfg, divide)
+    except EvalError as e:
+        if str(e) == f"{spec}: no such file or folder":
+            raise EvalError(f"{e}, and not a built-in dataset ({', '.join(BUILTIN_DATASETS)})") from None
+        raise
+
+
+def load_eval_data(cfg: EvalConfig, data_cfg: DataConfig | None = None, seed: int = 0) -> EvalData:
+    """The data `cfg.dataset` names (`open_dataset`)."""
+    return open_dataset(cfg.dataset, cfg, data_cfg, seed)

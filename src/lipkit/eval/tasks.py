@@ -3,24 +3,29 @@
 Each task function takes the shared `Context` (which embeds every image set once and fits the
 linear probe once, whichever tasks ask for them) and returns `TaskResult`s: one CLIP_benchmark
 record's (dataset, task, metrics), plus details for the report (curves, histograms) that do not
-fit the schema's scalar metrics.
+fit the schema's scalar metrics. `skip_reason` says when a task does not apply to a dataset
+(no labels, no class names, no captions); the runner then skips it with that line.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 from tqdm.auto import tqdm
 
-from . import collapse, knn, linear, ood, retrieval, text, zeroshot
-from .features import embed_images, embed_texts, eval_mode, model_device
+from . import collapse, knn, ood, retrieval, text, zeroshot
+from .context import Context, note
+from .features import embed_texts
+from .images import ImageFiles
 from .metrics import classification_metrics
-from .models import EvalModel
 from .sources import EvalData, Split
+
+__all__ = ["Context", "TASKS", "TaskResult", "skip_reason"]
 
 RECALL_CURVE_MAX_K = 50
 
@@ -31,90 +36,6 @@ class TaskResult:
     task: str  # the record's task name (CLIP_benchmark style)
     metrics: dict
     details: dict = field(default_factory=dict)
-
-
-class Context:
-    """Caches model inputs, features and the fitted probe across tasks.
-
-    When the model exposes its image tower and head (`image_features`, `image_head`), each image
-    set goes through the tower once: the probe/kNN features are the tower output ("pre") and
-    the embeddings are the head applied to it. Otherwise `encode_image` gives the embeddings."""
-
-    def __init__(self, em: EvalModel, data: EvalData, progress: bool = True):
-        self.em, self.data, self.cfg, self.progress = em, data, em.eval, progress
-        self._inputs: dict[str, torch.Tensor] = {}
-        self._encoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self._probe: linear.LinearProbe | None = None
-        self._classifier: torch.Tensor | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.cfg.batch_size
-
-    @property
-    def shares_tower(self) -> bool:
-        return self.em.image_features is not None and self.em.image_head is not None
-
-    @property
-    def feature_kind(self) -> str:
-        """"pre" (pooled tower features) when asked for and the model exposes them, else "post"."""
-        return "pre" if self.cfg.features == "pre" and self.em.image_features is not None else "post"
-
-    @property
-    def feature_fn(self):
-        return self.em.image_features if self.feature_kind == "pre" else None
-
-    def inputs(self, name: str) -> torch.Tensor:
-        if name not in self._inputs:
-            self._inputs[name] = self.em.images(getattr(self.data, name).images)
-        return self._inputs[name]
-
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(unit embeddings, probe/kNN features) of model-ready images."""
-        em, b = self.em, self.batch_size
-        if not self.shares_tower:
-            embeds = embed_images(em.model, images, b, normalize=True)
-            if self.feature_kind == "post":
-                return embeds, embeds
-            return embeds, embed_images(em.model, images, b, normalize=False,
-                                        feature_fn=em.image_features)
-        tower = embed_images(em.model, images, b, normalize=False, feature_fn=em.image_features)
-        embeds = F.normalize(self.apply(em.image_head, tower), dim=-1)
-        return embeds, (tower if self.feature_kind == "pre" else embeds)
-
-    def apply(self, head, features: torch.Tensor) -> torch.Tensor:
-        """`head` over `features` in batches, without grad, on the model's device; float32 CPU."""
-        device = model_device(self.em.model)
-        with eval_mode(self.em.model):
-            return torch.cat([head(f if device is None else f.to(device)).float().cpu()
-                              for f in features.split(self.batch_size)])
-
-    def _split_encoded(self, name: str):
-        if name not in self._encoded:
-            self._encoded[name] = self.encode(self.inputs(name))
-        return self._encoded[name]
-
-    def embeds(self, name: str) -> torch.Tensor:
-        return self._split_encoded(name)[0]
-
-    def features(self, name: str) -> torch.Tensor:
-        return self._split_encoded(name)[1]
-
-    def tower(self, name: str) -> torch.Tensor:
-        """Pooled tower features of a split (the probe features when features = pre)."""
-        if self.shares_tower and self.feature_kind == "pre":
-            return self.features(name)
-        return embed_images(self.em.model, self.inputs(name), self.batch_size, normalize=False,
-                            feature_fn=self.em.image_features)
-
-    def probe(self) -> linear.LinearProbe:
-        if self._probe is None:
-            self._probe = linear.fit(self.features("train"), self.data.train.labels,
-                                     seed=self.em.seed, few_shot_k=self.cfg.few_shot_k)
-        return self._probe
-
-    def bar(self, items, desc: str):
-        return tqdm(items, desc=desc, leave=False, disable=not self.progress)
 
 
 def run_zeroshot(ctx: Context) -> list[TaskResult]:
@@ -143,8 +64,8 @@ def run_knn(ctx: Context) -> list[TaskResult]:
 
 
 def run_retrieval(ctx: Context) -> list[TaskResult]:
-    split = ctx.data.test.head(ctx.cfg.retrieval_limit)
-    image_embeds = ctx.embeds("test")[:len(split)]
+    picked = ctx.data.subset(ctx.split("test"), ctx.cfg.retrieval_limit)
+    split, image_embeds = ctx.data.test.take(picked), ctx.embeds("test")[picked]
     texts, text_image = retrieval.flatten_captions(split.captions)
     text_embeds = _embed_distinct(ctx, texts)
     i2t, t2i = retrieval.retrieval_ranks(image_embeds, text_embeds, text_image, texts,
@@ -156,8 +77,15 @@ def run_retrieval(ctx: Context) -> list[TaskResult]:
     return [TaskResult(ctx.data.name, "zeroshot_retrieval", metrics, details)]
 
 
+def _corrupt_image(corruption: str, severity: int, seed: int, image: Image.Image,
+                   index: int) -> Image.Image:
+    return Image.fromarray(ood.corrupt(np.asarray(image)[None], corruption, severity, seed=seed,
+                                       first_index=index)[0])
+
+
 class _Corrupted(Mapping):
-    """name -> (model inputs, labels) for each (corruption, severity), built on access."""
+    """name -> (images, labels) for each (corruption, severity), built on access; image files
+    are corrupted after decoding, in the loader's workers."""
 
     def __init__(self, ctx: Context, split: Split):
         self.ctx, self.split = ctx, split
@@ -166,14 +94,15 @@ class _Corrupted(Mapping):
 
     def __getitem__(self, name):
         corruption, severity = self.keys_[name]
-        images = self.split.images
+        images, seed = self.split.images, self.ctx.em.seed
+        edit = partial(_corrupt_image, corruption, severity, seed)
         if isinstance(images, np.ndarray):
-            raw = ood.corrupt(images, corruption, severity, seed=self.ctx.em.seed)
+            images = ood.corrupt(images, corruption, severity, seed=seed)
+        elif isinstance(images, ImageFiles):
+            images = images.edited(edit)
         else:  # PIL images of different sizes: one at a time
-            raw = [ood.corrupt(np.asarray(im)[None], corruption, severity, seed=self.ctx.em.seed,
-                               first_index=i)[0] for i, im in enumerate(images)]
-            raw = [_pil(a) for a in raw]
-        return self.ctx.em.images(raw), self.split.labels
+            images = [edit(im, i) for i, im in enumerate(images)]
+        return images, self.split.labels
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys_)
@@ -182,31 +111,38 @@ class _Corrupted(Mapping):
         return len(self.keys_)
 
 
-def _pil(array: np.ndarray):
-    from PIL import Image
-    return Image.fromarray(array)
-
-
 def run_ood(ctx: Context) -> list[TaskResult]:
     c, d, em = ctx.cfg, ctx.data, ctx.em
-    ood.check_corruptions(c.ood_corruptions, c.ood_severities)
+    if c.ood_corruptions:  # none: the shifted datasets alone
+        ood.check_corruptions(c.ood_corruptions, c.ood_severities)
+    names = d.class_names  # without class names: the probe alone
     common = dict(probe=ctx.probe(), encode=ctx.encode, batch_size=ctx.batch_size)
-    split = d.test.head(c.ood_limit)
-    clean = (ctx.inputs("test")[:len(split)], split.labels)
-    metrics = ood.evaluate(em.model, em.tokenize, clean, _Corrupted(ctx, split), d.class_names,
-                           d.templates, progress=lambda xs: ctx.bar(xs, "ood: corruptions"),
-                           **common)
-    metrics.update(images=len(split), features=ctx.feature_kind)
-    results = [TaskResult(f"{d.name}-c", "ood_classification", metrics,
-                          {"corruptions": list(c.ood_corruptions),
-                           "severities": list(c.ood_severities)})]
+    prompts = (names, d.templates if names is not None else None)
+    results = []
+    if c.ood_corruptions:
+        split = d.test.take(d.subset(ctx.split("test"), c.ood_limit))
+        metrics = ood.evaluate(em.model, em.tokenize, (split.images, split.labels),
+                               _Corrupted(ctx, split), *prompts,
+                               progress=lambda xs: ctx.bar(xs, "ood: corruptions"), **common)
+        metrics.update(images=len(split), features=ctx.feature_kind)
+        results.append(TaskResult(f"{d.name}-c", "ood_classification", metrics,
+                                  {"corruptions": list(c.ood_corruptions),
+                                   "severities": list(c.ood_severities)}))
     if d.style is not None:
         photos, cartoons = d.style
-        style = ood.evaluate(em.model, em.tokenize, (em.images(photos.images), photos.labels),
-                             {"cartoon": (em.images(cartoons.images), cartoons.labels)},
-                             d.class_names, d.templates, **common)
+        style = ood.evaluate(em.model, em.tokenize, (photos.images, photos.labels),
+                             {"cartoon": (cartoons.images, cartoons.labels)},
+                             *prompts, **common)
         style.update(photos=len(photos), cartoons=len(cartoons), features=ctx.feature_kind)
         results.append(TaskResult(f"{d.name}-style", "ood_classification", style))
+    if d.shift is not None:  # the whole test split against the whole shifted set
+        shifted = ctx.split("shift")
+        key = d.shift_name.replace("/", "_")
+        shift = ood.evaluate(em.model, em.tokenize, ("test", ctx.split("test").labels),
+                             {key: ("shift", shifted.labels)}, *prompts, **common)
+        shift.update(images=len(d.test), shifted_images=len(shifted), shift_dataset=d.shift_name,
+                     features=ctx.feature_kind)
+        results.append(TaskResult(f"{d.name}-shift", "ood_classification", shift))
     return results
 
 
@@ -218,6 +154,10 @@ def run_text(ctx: Context) -> list[TaskResult]:
         pairs, name = text.read_word_pairs(text.wordsim353_path()), "wordsim353"
     results = [TaskResult(name, "word_similarity", text.wordsim_spearman(
         em.model, em.tokenize, pairs, batch_size=ctx.batch_size))]
+    reason = _caption_probe_skip(d)
+    if reason:
+        note(f"caption probe on {d.name}: skipped, {reason}")
+        return results
     pre = c.features == "pre" and em.text_features is not None
     probe = text.caption_probe(em.model, em.tokenize, d.train.caption, d.train.labels,
                                d.test.caption, d.test.labels, batch_size=ctx.batch_size,
@@ -235,11 +175,13 @@ def run_collapse(ctx: Context) -> list[TaskResult]:
     captions = ctx.data.test.caption
     image_logits = ctx.apply(em.image_prototype_head, ctx.tower("test"))
     text_logits = _embed_distinct(ctx, captions, feature_fn=em.text_prototypes)
-    labels = torch.as_tensor(ctx.data.test.labels, dtype=torch.long)
-    stats = collapse.PrototypeStats(em.num_prototypes, em.prototype_temperature, len(ctx.data.class_names))
+    labels = ctx.data.test.labels  # None for an unlabelled set: no NMI, I over log K
+    labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+    num_classes = 0 if labels is None else len(ctx.data.class_names or []) or int(labels.max()) + 1
+    stats = collapse.PrototypeStats(em.num_prototypes, em.prototype_temperature, num_classes)
     for start in range(0, len(captions), ctx.batch_size):
         stop = start + ctx.batch_size
-        stats.update(image_logits[start:stop], text_logits[start:stop], labels[start:stop])
+        stats.update(image_logits[start:stop], text_logits[start:stop], None if labels is None else labels[start:stop])
     return [TaskResult(ctx.data.name, "prototype_collapse", stats.metrics(), stats.usage())]
 
 
@@ -261,3 +203,31 @@ TASKS: dict[str, Callable[[Context], list[TaskResult]]] = {
     "text": run_text,
     "collapse": run_collapse,
 }
+
+
+def _captions_missing(split: Split) -> str:
+    missing = split.missing_captions()
+    if not missing:
+        return ""
+    return "it has no captions" if missing == len(split) else \
+        f"{missing} of its {len(split)} images have no caption"
+
+
+def _caption_probe_skip(d: EvalData) -> str:
+    if not d.has_labels:
+        return "it has no labels"
+    return _captions_missing(d.test) or (_captions_missing(d.train) and
+                                         f"its probe training set: {_captions_missing(d.train)}")
+
+
+def skip_reason(task: str, d: EvalData) -> str:
+    """Why `task` does not apply to `d` ("" when it does)."""
+    if task in ("zeroshot", "linear", "knn", "ood") and not d.has_labels:
+        return "it has no labels"
+    if task == "zeroshot" and d.class_names is None:
+        return "it has no class names (a classnames.txt beside it, or eval.prompts_path)"
+    if task in ("linear", "knn", "ood") and len(np.unique(d.train.labels)) < 2:
+        return "its probe training set has fewer than 2 classes"
+    if task in ("retrieval", "collapse"):
+        return _captions_missing(d.test)
+    return ""

@@ -1,0 +1,197 @@
+"""What the tasks on one dataset share: each image set embedded once, the probe fitted once.
+
+`Context.split(name)` embeds a split of the `EvalData` ("train", "test", "shift") the first
+time it is asked for, batch by batch (`images.image_batches`), and keeps only the embeddings
+and probe features. Images that cannot be read are dropped from the split then, and counted
+in `data.skipped`, so every task after that sees the same images. `prepare(tasks)` does this
+up front for the splits the tasks read. An embedding `store` passed to several contexts
+(several datasets evaluated with one model) embeds a split shared by them, e.g. the probes'
+training set of `--dataset-train`, once.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import linear
+from .errors import EvalError
+from .features import embed_images, eval_mode, model_device
+from .images import ImageFiles, Images, batch_count, image_batches
+from .models import EvalModel
+from .sources import EvalData, Split
+
+# The image splits each task reads (what `prepare` embeds first).
+IMAGE_SPLITS = {"zeroshot": ("test",), "linear": ("train", "test"), "knn": ("train", "test"),
+                "ood": ("train", "test", "shift"), "retrieval": ("test",),
+                "text": ("train", "test"), "collapse": ("test",)}
+SHOWN_SKIPS = 20
+
+
+def note(text: str) -> None:
+    """One line for the user, on stderr, without breaking progress bars."""
+    tqdm.write(text, file=sys.stderr)
+
+
+@dataclass
+class Encoded:
+    kept: np.ndarray | None  # positions of the readable images (None: all were)
+    embeds: torch.Tensor  # unit embeddings
+    features: torch.Tensor  # probe / kNN features
+    skipped: list[tuple[str, str]]
+
+
+class Context:
+    """Caches features and the fitted probe across tasks.
+
+    When the model exposes its image tower and head (`image_features`, `image_head`), each image
+    set goes through the tower once: the probe/kNN features are the tower output ("pre") and
+    the embeddings are the head applied to it. Otherwise `encode_image` gives the embeddings."""
+
+    def __init__(self, em: EvalModel, data: EvalData, progress: bool = True,
+                 store: dict[str, Encoded] | None = None):
+        self.em, self.data, self.cfg, self.progress = em, data, em.eval, progress
+        self.store = {} if store is None else store
+        self._encoded: dict[str, Encoded] = {}
+        self._probe: linear.LinearProbe | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.batch_size
+
+    @property
+    def shares_tower(self) -> bool:
+        return self.em.image_features is not None and self.em.image_head is not None
+
+    @property
+    def feature_kind(self) -> str:
+        """"pre" (pooled tower features) when asked for and the model exposes them, else "post"."""
+        return "pre" if self.cfg.features == "pre" and self.em.image_features is not None else "post"
+
+    @property
+    def feature_fn(self):
+        return self.em.image_features if self.feature_kind == "pre" else None
+
+    def _encode_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit embeddings, probe/kNN features) of model-ready images."""
+        em, b = self.em, self.batch_size
+        if not self.shares_tower:
+            embeds = embed_images(em.model, images, b, normalize=True)
+            if self.feature_kind == "post":
+                return embeds, embeds
+            return embeds, embed_images(em.model, images, b, normalize=False,
+                                        feature_fn=em.image_features)
+        tower = embed_images(em.model, images, b, normalize=False, feature_fn=em.image_features)
+        embeds = F.normalize(self.apply(em.image_head, tower), dim=-1)
+        return embeds, (tower if self.feature_kind == "pre" else embeds)
+
+    def _map(self, images: Images, fn: Callable, desc: str):
+        """(the outputs of `fn` over the batches, row by row, positions of the images used,
+        unreadable images). `fn` returns a tuple of [batch, D] tensors; the outputs are filled
+        in place, so a set's embeddings are never held twice."""
+        outputs, filled, kept, skipped = None, 0, [], []
+        batches = image_batches(images, self.em.images, self.em.preprocess, self.batch_size,
+                                self.cfg.num_workers)
+        for batch in tqdm(batches, desc=desc, total=batch_count(images, self.batch_size),
+                          leave=False, disable=not self.progress):
+            skipped += batch.skipped
+            if batch.images is None:
+                continue
+            parts = fn(batch.images)
+            if outputs is None:
+                outputs = [torch.empty(len(images), p.shape[1], dtype=p.dtype) for p in parts]
+            for out, part in zip(outputs, parts):
+                out[filled:filled + len(part)] = part
+            filled += len(batch.indices)
+            kept.append(batch.indices)
+        if outputs is None:
+            raise EvalError(f"{self.data.name}: none of its {len(images)} images can be read; "
+                            f"e.g. {skipped[0][0]}: {skipped[0][1]}")
+        return [out[:filled] for out in outputs], np.concatenate(kept), skipped
+
+    def encode(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit embeddings, probe/kNN features) of raw images (any `image_batches` input), or
+        of a split of the data when `images` is its name."""
+        if isinstance(images, str):
+            return self.embeds(images), self.features(images)
+        (embeds, features), _, skipped = self._map(images, self._encode_batch, "embed")
+        if skipped:  # the split these images come from was read in full before
+            raise EvalError(f"{skipped[0][0]}: {skipped[0][1]} (it could be read earlier)")
+        return embeds, features
+
+    def apply(self, head, features: torch.Tensor) -> torch.Tensor:
+        """`head` over `features` in batches, without grad, on the model's device; float32 CPU."""
+        device = model_device(self.em.model)
+        with eval_mode(self.em.model):
+            return torch.cat([head(f if device is None else f.to(device)).float().cpu()
+                              for f in features.split(self.batch_size)])
+
+    def _encoded_split(self, name: str) -> Encoded:
+        if name not in self._encoded:
+            split: Split = getattr(self.data, name)
+            done = self.store.get(split.key) if split.key else None
+            if done is None:
+                (embeds, features), kept, skipped = self._map(split.images, self._encode_batch,
+                                                              f"embed {self.data.name} {name}")
+                done = Encoded(kept if skipped else None, embeds, features, skipped)
+                self._report(name, (self.data.skipped or {}).get(name, []) + skipped)
+                if split.key:
+                    self.store[split.key] = done
+            if done.kept is not None:
+                setattr(self.data, name, split.take(done.kept, split.key))
+            if self.data.skipped is not None:
+                self.data.skipped.setdefault(name, []).extend(done.skipped)
+            self._encoded[name] = done
+        return self._encoded[name]
+
+    def _report(self, name: str, skipped: list[tuple[str, str]]) -> None:
+        for where, reason in skipped[:SHOWN_SKIPS]:
+            note(f"skipped {where}: {reason}")
+        if len(skipped) > SHOWN_SKIPS:
+            note(f"skipped {len(skipped) - SHOWN_SKIPS} more unusable samples of "
+                 f"{self.data.name} {name}")
+
+    def split(self, name: str) -> Split:
+        """The split, embedded (its unreadable images dropped)."""
+        self._encoded_split(name)
+        return getattr(self.data, name)
+
+    def embeds(self, name: str) -> torch.Tensor:
+        return self._encoded_split(name).embeds
+
+    def features(self, name: str) -> torch.Tensor:
+        return self._encoded_split(name).features
+
+    def tower(self, name: str) -> torch.Tensor:
+        """Pooled tower features of a split (the probe features when features = pre)."""
+        if self.shares_tower and self.feature_kind == "pre":
+            return self.features(name)
+        (tower,), _, _ = self._map(self.split(name).images, lambda x: (embed_images(
+            self.em.model, x, self.batch_size, normalize=False, feature_fn=self.em.image_features),),
+            f"tower {self.data.name} {name}")
+        return tower
+
+    def prepare(self, tasks: Sequence[str]) -> None:
+        """Embed the image files of the splits the tasks read, before any task looks at them."""
+        start, images = time.perf_counter(), 0
+        for name in dict.fromkeys(s for t in tasks for s in IMAGE_SPLITS[t]):
+            split = getattr(self.data, name)
+            if split is not None and isinstance(split.images, ImageFiles):
+                images += len(self.split(name))
+        if images and self.progress:
+            note(f"{self.data.name}: {images} images embedded in {time.perf_counter() - start:.0f} s")
+
+    def probe(self) -> linear.LinearProbe:
+        if self._probe is None:
+            self._probe = linear.fit(self.features("train"), self.data.train.labels,
+                                     seed=self.em.seed, few_shot_k=self.cfg.few_shot_k)
+        return self._probe
+
+    def bar(self, items, desc: str):
+        return tqdm(items, desc=desc, leave=False, disable=not self.progress)
