@@ -3,6 +3,10 @@
 Each reader returns (records, skipped): records with at least one caption and an existing image
 file, and (where, reason) for everything left out. Relative image paths are relative to the
 CSV/JSONL file's folder. Several rows naming the same image give that image several captions.
+
+Text is UTF-8, with or without a byte-order mark (see lipkit.utf8_text): a CSV or JSONL file in
+another encoding stops with its name and line; a caption .txt in another encoding is a bad sample
+named in the report. Nothing is decoded into replacement characters.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from lipkit.utf8_text import NotUtf8Error, read_utf8, utf8_lines
+
 from .cache import DataSourceError
 from .pairs import PairRecord, clean_captions
 
@@ -20,11 +26,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 Skipped = list[tuple[str, str]]
 
 
-def _open_text(path: Path):
+def _text_lines(path: Path):
+    """The file's lines (see utf8_lines); a file that cannot be opened or is not UTF-8 is a
+    DataSourceError naming it (and the line)."""
     try:
-        return open(path, encoding="utf-8", newline="")
+        yield from utf8_lines(path)
     except OSError as e:
         raise DataSourceError(f"{path}: cannot open ({e.strerror or e})") from None
+    except NotUtf8Error as e:
+        raise DataSourceError(str(e)) from None
 
 
 def read_folder(root: str | Path) -> tuple[list[PairRecord], Skipped]:
@@ -43,12 +53,15 @@ def read_folder(root: str | Path) -> tuple[list[PairRecord], Skipped]:
             image = Path(dirpath) / name
             txt = Path(dirpath) / f"{stem}.txt"
             try:
-                captions = clean_captions(txt.read_text(encoding="utf-8", errors="replace").splitlines())
+                captions = clean_captions(read_utf8(txt).splitlines())
             except FileNotFoundError:
                 skipped.append((str(image), f"no caption file {txt.name}"))
                 continue
             except OSError as e:
                 skipped.append((str(txt), f"cannot read ({e.strerror or e})"))
+                continue
+            except NotUtf8Error as e:
+                skipped.append((e.where, e.reason))
                 continue
             if not captions:
                 skipped.append((str(image), f"empty caption file {txt.name}"))
@@ -99,8 +112,9 @@ def read_table(path: str | Path, image_column: str = "image", caption_column: st
     path = Path(path)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with _open_text(path) as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+    lines = _text_lines(path)
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    try:
         header = reader.fieldnames or []
         wanted = [c for c in (image_column, caption_column, label_column) if c]
         absent = [c for c in wanted if c not in header]
@@ -108,12 +122,13 @@ def read_table(path: str | Path, image_column: str = "image", caption_column: st
             raise DataSourceError(
                 f"{path}: no column {', '.join(map(repr, absent))}; the header has {', '.join(map(repr, header)) or 'nothing'}"
             )
-        try:
-            rows = [(f"{path}:{reader.line_num}", (r[image_column] or "").strip(),
-                     r.get(label_column, "") if label_column else "", [r[caption_column] or ""], reader.line_num)
-                    for r in reader]
-        except csv.Error as e:
-            raise DataSourceError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+        rows = [(f"{path}:{reader.line_num}", (r[image_column] or "").strip(),
+                 r.get(label_column, "") if label_column else "", [r[caption_column] or ""], reader.line_num)
+                for r in reader]
+    except csv.Error as e:
+        raise DataSourceError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+    finally:
+        lines.close()
     return _group(rows, path.parent, check_files)
 
 
@@ -122,26 +137,25 @@ def read_jsonl(path: str | Path, image_column: str = "image", caption_column: st
     """One JSON object per line; the caption field holds a string or a list of strings."""
     path = Path(path)
     rows, skipped = [], []
-    with _open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                skipped.append((where, f"not valid JSON ({e.msg})"))
-                continue
-            if not isinstance(obj, dict):
-                skipped.append((where, "not a JSON object"))
-                continue
-            caps = obj.get(caption_column)
-            caps = [caps] if isinstance(caps, str) else caps if isinstance(caps, list) else []
-            image = obj.get(image_column)
-            if not isinstance(image, str):
-                skipped.append((where, f"no string field {image_column!r}"))
-                continue
-            label = obj.get(label_column, "") if label_column else ""
-            rows.append((where, image.strip(), label, [c for c in caps if isinstance(c, str)], n))
+    for n, line in enumerate(_text_lines(path), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            skipped.append((where, f"not valid JSON ({e.msg})"))
+            continue
+        if not isinstance(obj, dict):
+            skipped.append((where, "not a JSON object"))
+            continue
+        caps = obj.get(caption_column)
+        caps = [caps] if isinstance(caps, str) else caps if isinstance(caps, list) else []
+        image = obj.get(image_column)
+        if not isinstance(image, str):
+            skipped.append((where, f"no string field {image_column!r}"))
+            continue
+        label = obj.get(label_column, "") if label_column else ""
+        rows.append((where, image.strip(), label, [c for c in caps if isinstance(c, str)], n))
     records, more = _group(rows, path.parent, check_files)
     return records, skipped + more

@@ -26,6 +26,8 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
+from lipkit.utf8_text import NotUtf8Error, decode_utf8
+
 from .cache import DataSourceError
 from .images import DEFAULT_MAX_PIXELS, BadSampleError, open_image
 from .pairs import clean_captions, sample_hash
@@ -104,13 +106,14 @@ def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes] | None, 
         yield "", None, problems
 
 
-def decode_captions(fields: dict[str, bytes], caption_field: str) -> tuple[str, ...]:
+def decode_captions(fields: dict[str, bytes], caption_field: str, where: str = "") -> tuple[str, ...]:
+    """The captions of a sample; `.txt` that is not UTF-8 raises NotUtf8Error naming `where`.txt."""
     if "txt" in fields:
-        return clean_captions(fields["txt"].decode("utf-8", errors="replace").splitlines())
+        return clean_captions(decode_utf8(fields["txt"], f"{where}.txt").splitlines())
     if "json" in fields:
         try:
-            obj = json.loads(fields["json"])
-        except ValueError:
+            obj = json.loads(decode_utf8(fields["json"], f"{where}.json"))
+        except ValueError:  # NotUtf8Error included: no usable caption
             return ()
         caps = obj.get(caption_field) if isinstance(obj, dict) else None
         caps = [caps] if isinstance(caps, str) else caps if isinstance(caps, list) else []
@@ -145,7 +148,10 @@ class ShardStream(EpochStream):
         for shard in self.shards:
             for _, fields, _ in iter_tar_samples(shard):
                 if fields:
-                    out.extend(decode_captions(fields, self.caption_field))
+                    try:
+                        out.extend(decode_captions(fields, self.caption_field))
+                    except NotUtf8Error:  # reported as a bad sample when read
+                        pass
         return out
 
     def _my_shards(self, epoch: int) -> tuple[list[str], int, int]:
@@ -175,7 +181,10 @@ class ShardStream(EpochStream):
     def _sample(self, shard: str, key: str, fields: dict[str, bytes], epoch: int) -> dict:
         where = f"{shard}:{key}"
         ext = next((e for e in IMAGE_FIELDS if e in fields), None)
-        captions = decode_captions(fields, self.caption_field)
+        try:
+            captions = decode_captions(fields, self.caption_field, where)
+        except NotUtf8Error as e:
+            return {"skipped": [(e.where, e.reason)]}
         if ext is None:
             return {"skipped": [(where, "no image field (" + ", ".join(IMAGE_FIELDS) + ")")]}
         if not captions:
@@ -214,7 +223,8 @@ class ShardStream(EpochStream):
 
         def emit(item):
             nonlocal index
-            item.pop("captions", None)
+            if self.decode:  # every caption stays with raw samples (conversion writes them all)
+                item.pop("captions", None)
             item["index"] = index
             index += 1
             return item
