@@ -35,6 +35,7 @@ OBJECTIVE_FILE = "objective.safetensors"
 TRAINER_FILE = "trainer.pt"
 CHECKPOINTS_DIR = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8,})$")
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 log = logging.getLogger("lipkit.checkpoint")
 
 
@@ -71,12 +72,38 @@ def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
 
 
 def save_model(model: torch.nn.Module, run_dir: Path) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(run_dir / MODEL_FILE, lambda p: save_file(state, str(p)))
+    atomic_write(run_dir / MODEL_FILE, lambda p: write_tensors(model.state_dict(), p))
+
+
+def as_os_error(error: BaseException | None, path: Path) -> OSError | None:
+    """The OSError behind `error`, if any: Python's own (also when another exception replaced it, as
+    torch.save's clean-up does), or a Rust writer's (safetensors, tokenizers), which reports a full
+    disk as its own type with "(os error 28)" in the message."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        found = _RUST_OS_ERROR.search(str(error))
+        if found:
+            return OSError(int(found.group(1)), os.strerror(int(found.group(1))), str(path))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def write_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+    except Exception as e:
+        os_error = as_os_error(e, path)
+        if os_error is None:
+            raise
+        raise os_error from None
+
+
+def write_torch(obj, path: Path) -> None:
+    """torch.save through a Python file, so a full disk is an OSError (torch's own writer says only
+    "unexpected pos")."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -193,8 +220,9 @@ def write_checkpoint(run_dir: Path, step: int, files: dict[str, Callable[[Path],
     except BaseException as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise CheckpointWriteError(f"{final}: cannot write the checkpoint ({e.strerror or e}); "
+        os_error = as_os_error(e, final)
+        if os_error is not None:
+            raise CheckpointWriteError(f"{final}: cannot write the checkpoint ({os_error.strerror or os_error}); "
                                        f"the checkpoints before it are intact") from None
         raise
     return final

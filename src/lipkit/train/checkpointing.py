@@ -22,6 +22,7 @@ from lipkit.checkpoint import (
     prune_checkpoints,
     write_checkpoint,
     write_tensors,
+    write_torch,
 )
 from lipkit.config import RunConfig, save_config
 from lipkit.tokenizer import Tokenizer
@@ -71,7 +72,7 @@ class Checkpointer:
             TOKENIZER_FILE: self.tokenizer.save,
             MODEL_FILE: lambda p: write_tensors(model_state, p),
             OBJECTIVE_FILE: lambda p: write_tensors(objective_state, p),
-            TRAINER_FILE: lambda p: torch.save(state, p),
+            TRAINER_FILE: lambda p: write_torch(state, p),
         })
         # The run directory itself always holds the newest weights (what `lipkit eval RUN` reads).
         for name in (MODEL_FILE, OBJECTIVE_FILE):
