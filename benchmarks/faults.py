@@ -12,14 +12,13 @@ command plus `--resume latest` and must end with bitwise the weights of an unint
 a metrics.jsonl that holds every step once. Then: damaged checkpoints, a full disk and read-only
 folders, each with what the user sees. The page (--out) is written from these results.
 
-Real faults where the machine allows them: a small tmpfs for the full disk and a read-only
-remount, when this runs as root and may mount; otherwise a patched writer raises ENOSPC and the
-read-only cases use a folder without write permission."""
+Real faults where the machine allows them (root, allowed to mount): a small tmpfs for the full
+disk and a read-only tmpfs; otherwise a patched writer raises ENOSPC and the read-only cases use a
+folder without write permission."""
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import random
@@ -191,15 +190,19 @@ class KillPoint:
 
 
 def draw_points(n: int, seed: int) -> list[KillPoint]:
+    """Steps and checkpoint writes in turn; the checkpoint phases in a random order that goes
+    through all of them before it repeats one."""
     rng = random.Random(seed)
+    phases: list[str] = []
     points = []
     for i in range(n):
         if i % 2 == 0:
             points.append(KillPoint("step", step=rng.randint(1, STEPS - 3)))
-        else:
-            phase = rng.choice(PHASES)
-            first = 4 if phase == "while pruning" else 1  # pruning starts once there are more than 3
-            points.append(KillPoint("checkpoint", checkpoint=rng.randint(first, CHECKPOINTS), phase=phase))
+            continue
+        phases = phases or rng.sample(PHASES, len(PHASES))
+        phase = phases.pop()
+        first = 4 if phase == "while pruning" else 1  # pruning starts once there are more than 3
+        points.append(KillPoint("checkpoint", checkpoint=rng.randint(first, CHECKPOINTS), phase=phase))
     return points
 
 
@@ -289,17 +292,14 @@ def can_mount() -> bool:
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: int):
+def tmpfs(path: Path, size: int, read_only: bool = False):
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    options = f"{'ro,' if read_only else ''}size={size}"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
     try:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=True)
-
-
-def remount(path: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
 
 
 def _disk_bytes(*paths: Path) -> int:
@@ -309,48 +309,37 @@ def _disk_bytes(*paths: Path) -> int:
 
 
 def disk_full(work: Path, reference: Path, mount: bool) -> dict:
-    """The disk fills up during the third checkpoint; after room is made, the run resumes."""
-    case = {"case": "disk full", "how": ""}
-    one_checkpoint = _disk_bytes(sorted((reference / "checkpoints").glob("step-*"))[-1])
-    if mount:
-        base = _disk_bytes(*(reference / n for n in ("config.yaml", "tokenizer.json", "model.safetensors",
-                                                     "objective.safetensors", "metrics.jsonl")))
-        size = base + int(2.5 * one_checkpoint)
-        case["how"] = (f"a {size // 1024} KiB tmpfs (room for about 2.5 checkpoints of "
-                       f"{one_checkpoint // 1024} KiB), grown once the run failed")
-        with tmpfs(work / "small-disk", size) as disk:
-            run = disk / "run"
-            status, _, err = finish(lipkit(train_args(run)))
-            case.update(status=status, error=error_line(err),
-                        intact=[p.name for p in sorted((run / "checkpoints").glob("step-*"))])
-            remount(disk, "size=64m")
-            status, out, err = finish(lipkit(train_args(run, "--resume", "latest")))
-            case.update(resume_status=status, resumed_at=resumed_at(out),
-                        bitwise_equal=status == 0 and same_weights(run, reference))
-        return case
-    case["how"] = "a patched writer raising ENOSPC in the third checkpoint (this machine may not mount a tmpfs)"
-    run = work / "disk-full"
-    status, _, err = finish(lipkit(train_args(run), inject={"checkpoint": 3, "phase": "after trainer.pt",
-                                                            "enospc": True}))
-    case.update(status=status, error=error_line(err),
-                intact=[p.name for p in sorted((run / "checkpoints").glob("step-*"))])
-    status, out, err = finish(lipkit(train_args(run, "--resume", "latest")))
-    case.update(resume_status=status, resumed_at=resumed_at(out),
-                bitwise_equal=status == 0 and same_weights(run, reference))
-    return case
+    """The disk fills up during the third checkpoint; once there is room again, the run resumes."""
+    with contextlib.ExitStack() as stack:
+        if mount:
+            one_checkpoint = _disk_bytes(sorted((reference / "checkpoints").glob("step-*"))[-1])
+            size = _disk_bytes(*(reference / n for n in ("config.yaml", "tokenizer.json", "model.safetensors",
+                                                         "objective.safetensors", "metrics.jsonl")))
+            size += int(2.5 * one_checkpoint)
+            how = (f"a {size // 1024} KiB tmpfs (room for about 2.5 checkpoints of {one_checkpoint // 1024} KiB), "
+                   f"grown once the run failed")
+            disk = stack.enter_context(tmpfs(work / "small-disk", size))
+            run, inject = disk / "run", None
+        else:
+            how = "a patched writer raising ENOSPC in the third checkpoint (this machine may not mount a tmpfs)"
+            run, inject = work / "disk-full", {"checkpoint": 3, "phase": "after trainer.pt", "enospc": True}
+        status, _, err = finish(lipkit(train_args(run), inject=inject))
+        intact = [p.name for p in sorted((run / "checkpoints").glob("step-*"))]
+        if mount:
+            subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resume_status, out, _ = finish(lipkit(train_args(run, "--resume", "latest")))
+        return {"case": "disk full", "how": how, "status": status, "error": error_line(err), "intact": intact,
+                "resume_status": resume_status, "resumed_at": resumed_at(out),
+                "bitwise_equal": resume_status == 0 and same_weights(run, reference)}
 
 
 @contextlib.contextmanager
 def read_only_folder(work: Path, mount: bool):
-    folder = work / "read-only"
     if mount:
-        folder.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], check=True)
-        try:
+        with tmpfs(work / "read-only", 1 << 16, read_only=True) as folder:
             yield folder, "a read-only tmpfs"
-        finally:
-            subprocess.run(["umount", "-l", str(folder)], check=True)
         return
+    folder = work / "read-only"
     folder.mkdir(mode=0o555)
     try:
         yield folder, "a folder without write permission"
@@ -369,70 +358,6 @@ def read_only(work: Path, reference: Path, mount: bool) -> list[dict]:
         cases.append({"case": "eval into a read-only folder", "how": how, "status": status, "error": error_line(err),
                       "traceback": "Traceback" in err, "tasks_run": "zeroshot" in out})
     return cases
-
-
-# --------------------------------------------------------------------------- the page
-def _cpu() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def write_page(path: Path, points: list[KillPoint], seed: int, others: list[dict], command: str) -> None:
-    equal = sum(p.bitwise_equal and p.metrics_complete for p in points)
-    killed = sum(p.killed for p in points)
-    lines = [
-        "# Reliability: faults injected, what was lost",
-        "",
-        f"Written by `{command}` (benchmarks/faults.py) on {datetime.date.today().isoformat()}, "
-        f"{os.cpu_count()} cores ({_cpu()}); kill moments drawn with seed {seed}. Do not edit: rerun it.",
-        "",
-        "The run: a fashion-tiny xCLIP model with dropout, nCLIP running centers (objective buffers) and "
-        f"accumulation over 2 micro-batches, {STEPS} steps of 128 pairs over 640 pairs (5 steps an epoch), a "
-        f"checkpoint every {SAVE_EVERY} steps:",
-        "",
-        "```",
-        "lipkit " + " ".join(train_args(Path("RUN"))),
-        "```",
-        "",
-        "Each faulty run is continued with the same command plus `--resume latest`, and compared with an "
-        "uninterrupted run: model and objective weights bitwise, and metrics.jsonl holding every step once.",
-        "",
-        "## SIGKILL at random moments",
-        "",
-        f"**{equal}/{len(points)}** resumed runs ended bitwise equal to the uninterrupted one, with every step logged "
-        f"once ({killed} of the {len(points)} runs were killed as planned).",
-        "",
-        "| # | killed | last step logged | resumed at step | bitwise equal | metrics complete | notes |",
-        "|---|---|---:|---:|---|---|---|",
-    ]
-    for i, p in enumerate(points, 1):
-        lines.append(f"| {i} | {_cell(p.moment)}{'' if p.killed else ' (not killed)'} | {p.last_logged_step} | "
-                     f"{p.resumed_at} | {'yes' if p.bitwise_equal else '**no**'} | "
-                     f"{'yes' if p.metrics_complete else '**no**'} | {_cell('; '.join(p.notes))} |")
-    lines += ["", "## Damaged checkpoints, full disk, read-only folders", "",
-              "| case | how | what the user saw | afterwards |", "|---|---|---|---|"]
-    for c in others:
-        saw = [f"exit {c['status']}" if "status" in c else ""]
-        saw += [f"`{c['error']}`"] if c.get("error") else []
-        saw += [f"`{w}`" for w in c.get("warnings", [])]
-        saw += ["a traceback"] if c.get("traceback") else []
-        saw += ["tasks ran first"] if c.get("tasks_run") else []
-        after = []
-        if "intact" in c:
-            after.append(f"checkpoints left intact: {', '.join(c['intact']) or 'none'}")
-        if "resumed_at" in c:
-            after.append(f"`--resume latest` exit {c.get('resume_status', c.get('status'))}, resumed at step "
-                         f"{c['resumed_at']}, bitwise equal: {'yes' if c['bitwise_equal'] else '**no**'}")
-        lines.append(f"| {_cell(c['case'])} | {_cell(c.get('how') or c.get('damage', ''))} | "
-                     f"{_cell('; '.join(s for s in saw if s))} | {_cell('; '.join(after)) or '–'} |")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     equal = sum(p.bitwise_equal and p.metrics_complete for p in points)
     print(f"{equal}/{len(points)} resumed runs bitwise equal to the uninterrupted one")
     if args.out:
+        from faults_page import write_page  # beside this file
+
         command = "make faults" if args.points == 20 and args.out == "docs/reliability.md" else \
             "python " + " ".join(["benchmarks/faults.py", *(argv if argv is not None else sys.argv[1:])])
         write_page(Path(args.out), points, seed, others, command)

@@ -49,21 +49,24 @@ def _convert(src, out: Path, *extra: str) -> int:
 
 
 # --------------------------------------------------------------------------- convert loses nothing
-def test_convert_overwrite_with_a_mistyped_source_keeps_the_old_shards(tmp_path, capsys):
+@pytest.fixture
+def converted(tmp_path, capsys) -> Path:
+    """out/: 4 pictures converted into shards-000000.tar and shards-000001.tar."""
     out = tmp_path / "out"
     assert _convert(_folder(tmp_path / "pairs"), out, "--shard-size", "2") == 0
     capsys.readouterr()
-    before = _shard_files(out)
-    assert _convert(tmp_path / "pairz.csv", out, "--overwrite") == 2
+    return out
+
+
+def test_convert_overwrite_with_a_mistyped_source_keeps_the_old_shards(converted, tmp_path, capsys):
+    before = _shard_files(converted)
+    assert _convert(tmp_path / "pairz.csv", converted, "--overwrite") == 2
     assert "pairz.csv: cannot open (No such file or directory)" in capsys.readouterr().err
-    assert _shard_files(out) == before
+    assert _shard_files(converted) == before
 
 
-def test_convert_refuses_to_write_its_input(tmp_path, capsys):
-    out = tmp_path / "out"
-    assert _convert(_folder(tmp_path / "pairs"), out, "--shard-size", "2") == 0
-    capsys.readouterr()
-    before = _shard_files(out)
+def test_convert_refuses_to_write_its_input(converted, capsys):
+    out, before = converted, _shard_files(converted)
     assert _convert(out / "shards-{000000..000001}.tar", out, "--overwrite") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"lipkit: error: {out}: the output (shards-NNNNNN.tar) would replace the input shard ")

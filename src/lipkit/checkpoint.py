@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from lipkit import distributed
 from lipkit.checkpoint_integrity import damage, write_manifest
 from lipkit.config import ConfigError, RunConfig, load_config, save_config
 from lipkit.errors import LipkitError
@@ -246,7 +247,7 @@ def newest_intact_checkpoint(run_dir: Path) -> Path | None:
     for path in reversed(list_checkpoints(run_dir)):
         why = damage(path)
         if why is None:
-            for bad, reason in damaged:
+            for bad, reason in damaged if distributed.rank() == 0 else ():  # every rank checks, one says so
                 log.warning("lipkit: warning: checkpoint %s is damaged (%s); resuming from %s instead",
                             bad, reason, path.name)
             return path

@@ -5,7 +5,8 @@ Layout (the WebDataset convention, so shards written by `webdataset.TarWriter`, 
 key, the member name up to the first "." of its last path component; the rest is the field:
 `000042.jpg` + `000042.txt` (+ `000042.json`, `000042.cls`). The image is the first of the
 IMAGE_FIELDS present; captions are the non-empty lines of `.txt`, else the `caption_field` of
-`.json` (a string or a list); `.cls` holds an integer label.
+`.json` (a string or a list); `.cls` holds an integer label. Text is UTF-8: a `.txt` in another
+encoding makes its sample a bad one, named in the report.
 
 Reading is streaming: shard names come from brace patterns (`train-{000..127}.tar`, several
 patterns joined with "::"), shuffled per epoch when `shuffle` is set, and split over ranks ×

@@ -122,7 +122,8 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         return _train(cfg, place, dist_info, overwrite, resume)
 
 
-def _train(cfg: RunConfig, place: RunPlace, dist_info, overwrite: bool, resume: str | Path | None) -> TrainResult:
+def _train(cfg: RunConfig, place: RunPlace, dist_info: distributed.DistInfo, overwrite: bool,
+           resume: str | Path | None) -> TrainResult:
     run_dir = place.final
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
