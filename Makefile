@@ -71,7 +71,7 @@ results: $(STAMP) cairo
 
 # SIGKILL at 20 random moments of a training run (steps and checkpoint writes), each resumed and
 # compared bitwise with an uninterrupted run; damaged checkpoints, a full disk, read-only folders.
-# Writes docs/reliability.md (about 5 min on 2 cores). `make test` runs a 3-point version.
+# Writes docs/reliability.md. `make test` runs a 3-point version (tests/test_fault_injection.py).
 faults: $(STAMP)
 	$(PY) benchmarks/faults.py --out docs/reliability.md
 

@@ -11,9 +11,9 @@ of batches) strips them from the batch, logs each new one once, writes `data_rep
 The fraction is taken of the dataset's size when it is known. A stream's size is not: there it is
 of the samples read so far, from the very first one, but never of fewer than `min_seen`. So a
 handful of early bad samples does not stop a run on noise, yet cannot slip through either: a run
-stops early only when the stop at `min_seen` samples is already certain, and every batch is
-checked, not only those that bring a new bad sample. At the end of each epoch (`end_epoch`) the
-epoch's count becomes the stream's size, so a stream shorter than `min_seen` is judged too.
+stops early only when the stop at `min_seen` samples is already certain. At the end of each epoch
+(`end_epoch`) the epoch's count becomes the stream's size, so a stream shorter than `min_seen` is
+judged too.
 """
 from __future__ import annotations
 
@@ -45,7 +45,6 @@ class SkipTracker:
         self.bad: dict[str, str] = {}
         self.seen_good = 0
         self._new(initial)
-        self.check()
 
     @property
     def seen(self) -> int:
@@ -62,6 +61,7 @@ class SkipTracker:
             elif len(self.bad) == 21:
                 log.warning("more unusable samples; all of them are listed in %s", self.report or "the data report")
         self.write_report()
+        self.check()
 
     def update(self, batch: dict) -> dict:
         """Count a batch's samples and its skipped ones; returns the batch without "skipped"."""
@@ -71,7 +71,6 @@ class SkipTracker:
                 self.seen_good += len(batch[key])
                 break
         self._new(skipped)
-        self.check()
         return batch
 
     def end_epoch(self) -> None:
