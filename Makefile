@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipkit-installed
 
-.PHONY: demo test install peer bench clean chromium cairo theory-docs results
+.PHONY: demo test install peer bench clean chromium cairo theory-docs results faults
 
 install: $(STAMP)
 
@@ -80,6 +80,12 @@ theory-docs: $(STAMP)
 # The paper-claims grid (144 runs, about 45 min on 2 cores; rerun to resume) and docs/results.md.
 results: $(STAMP) cairo
 	$(VENV)/bin/lipkit experiment experiments/paper-claims.yaml --out runs/paper-claims --page docs/results.md
+
+# SIGKILL at 20 random moments of a training run (steps and checkpoint writes), each resumed and
+# compared bitwise with an uninterrupted run; damaged checkpoints, a full disk, read-only folders.
+# Writes docs/reliability.md. `make test` runs a 3-point version (tests/test_fault_injection.py).
+faults: $(STAMP)
+	$(PY) benchmarks/faults.py --out docs/reliability.md
 
 clean:
 	rm -rf $(VENV) $(PEER) runs .pytest_cache

@@ -117,3 +117,60 @@ def test_cli_prints_one_line_and_exits_2(args, message, tmp_path):
     assert proc.stderr.strip().startswith(message), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()  # nothing written on a config error
+
+
+# --------------------------------------------------------------------------- YAML: one loader everywhere
+@pytest.mark.parametrize("text, value", [("5e-4", 0.0005), ("1e6", 1e6), ("1.0e5", 1e5), ("-2E-3", -0.002),
+                                         ("1.5", 1.5), ("3", 3.0)])
+def test_exponent_floats_load_as_floats_from_set_and_files(text, value, tmp_path):
+    # YAML 1.1 (PyYAML's default) reads 5e-4 and 1e6 as strings, which the typed field refused
+    assert load_config("fashion-tiny", [f"train.lr={text}"]).train.lr == value
+    path = tmp_path / "run.yaml"
+    path.write_text(f"base: fashion-tiny\ntrain:\n  lr: {text}\n")
+    assert load_config(str(path)).train.lr == value
+
+
+def test_exponent_floats_in_theory_configs_and_experiment_specs(tmp_path):
+    from lipkit.experiment.grid import build_cells
+    from lipkit.experiment.spec import load_spec
+    from lipkit.theory import load_theory_config
+
+    (tmp_path / "lab.yaml").write_text("train:\n  lr: 5e-3\n")
+    assert load_theory_config(str(tmp_path / "lab.yaml"), ["data.noise_std=1e-1"]).train.lr == 0.005
+    assert load_theory_config(None, ["data.noise_std=1e-1"]).data.noise_std == 0.1
+    (tmp_path / "base.yaml").write_text("base: fashion-tiny\ntrain:\n  weight_decay: 1e-2\n")
+    (tmp_path / "e.yaml").write_text(
+        "title: t\nbatch_sizes: [32]\ndatasets: [{name: fm, config: base.yaml, samples: 64}]\n"
+        "settings: [{name: a, set: [train.lr=5e-4]}]\n")
+    (cell,) = build_cells(load_spec(tmp_path / "e.yaml"))
+    cfg = cell.config()
+    assert (cfg.train.lr, cfg.train.weight_decay) == (0.0005, 0.01)
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  steps: [1, 2\nmodel: {}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert str(err.value) == f"{path}:4:6: not valid YAML: expected ',' or ']', but got ':'"
+    path.write_text("train:\n\tsteps: 3\n")  # a tab where YAML wants spaces
+    with pytest.raises(ConfigError, match=rf"^{path}:2:1: not valid YAML: found character '\\t'"):
+        load_config(str(path))
+
+
+def test_yaml_that_is_not_utf8_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("train:\n  steps: 3  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"^{path}:2:18: not UTF-8 text \(byte 0xE9\)"):
+        load_config(str(path))
+    path.write_bytes(b"\xef\xbb\xbftrain:\n  steps: 3\n")  # a byte-order mark is fine
+    assert load_config(str(path)).train.steps == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-64"])
+def test_batch_size_below_one_says_so(value, tmp_path, capsys):
+    from lipkit.cli import main
+
+    assert main(["train", "--config", "fashion-tiny", f"--set=train.batch_size={value}", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == f"lipkit: error: train.batch_size: must be >= 1, got {value}\n"
+    assert not (tmp_path / "r").exists()

@@ -133,12 +133,65 @@ def test_tracker_stops_above_the_limit(tmp_path):
         tracker.update({"image": torch.zeros(1, 1), "skipped": [encode_skips([("c", "z")])]})
 
 
-def test_tracker_on_a_stream_waits_for_enough_samples():
+def _batch(good: int, bad: list[str] = ()) -> dict:
+    return {"image": torch.zeros(good, 1), "skipped": [encode_skips([(w, "x") for w in bad])] + [""] * (good - 1)}
+
+
+def test_tracker_on_a_stream_counts_from_the_first_sample_over_at_least_min_seen():
     tracker = SkipTracker(0.1, total=None, min_seen=20)
-    tracker.update({"image": torch.zeros(1, 1), "skipped": [encode_skips([("a", "x")])]})  # 1 of 2, too early to judge
-    tracker.update({"image": torch.zeros(17, 1)})
-    with pytest.raises(TooManyBadSamplesError, match="3 of 22"):  # 19 good + 3 bad
-        tracker.update({"image": torch.zeros(1, 1), "skipped": [encode_skips([("b", "x"), ("c", "x")])]})
+    tracker.update(_batch(1, ["a"]))  # 1 of 2 read, but judged over 20: 5%
+    tracker.update(_batch(1, ["b"]))  # 2 of 4: 10%, not more than the limit
+    with pytest.raises(TooManyBadSamplesError, match=r"^data: 3 of the first 6 samples read \(50.0%\) are unusable"):
+        tracker.update(_batch(1, ["c"]))  # 3 of 20 at the least: the stop at 20 samples is certain already
+    tracker = SkipTracker(0.1, total=None, min_seen=20)
+    tracker.update(_batch(1, ["a"]))
+    tracker.update(_batch(17))
+    with pytest.raises(TooManyBadSamplesError, match="3 of the first 22 samples read"):  # 19 good + 3 bad
+        tracker.update(_batch(1, ["b", "c"]))
+
+
+def test_early_bad_samples_on_a_stream_cannot_slip_through():
+    # 30 bad samples first, then only good ones: the old rule waited for 100 samples and then
+    # looked again only when a new bad one came, which never happened
+    tracker = SkipTracker(0.01, total=None, min_seen=100)
+    with pytest.raises(TooManyBadSamplesError, match="30 of the first 32 samples read"):
+        tracker.update(_batch(2, [f"bad{i}" for i in range(30)]))
+
+
+def test_the_end_of_an_epoch_judges_a_stream_shorter_than_min_seen():
+    tracker = SkipTracker(0.05, total=None, min_seen=100)
+    tracker.update(_batch(25, ["a", "b"]))
+    tracker.update(_batch(25, ["c"]))  # 3 of at least 100: 3%
+    with pytest.raises(TooManyBadSamplesError, match=r"3 of 53 samples \(5.7%\) are unusable"):
+        tracker.end_epoch()  # the epoch held 53 samples
+    tracker = SkipTracker(0.05, total=None, min_seen=100)
+    tracker.update(_batch(97, ["a", "b"]))
+    tracker.end_epoch()  # 2 of 99: fine, and 99 is the stream's size from now on
+    assert tracker.total == 99 and tracker.summary()["dataset_size"] == 99
+
+
+class _Epochs:
+    """Batches with a position, like the trainer's BatchStream: epoch e is `batches[e]`."""
+
+    def __init__(self, batches):
+        self.flat = [(e, b) for e, epoch in enumerate(batches) for b in epoch]
+        self.i = 0
+
+    def __next__(self):
+        epoch, batch = self.flat[self.i]
+        self.i += 1
+        return batch
+
+    def position(self):
+        return {"epoch": self.flat[self.i][0] if self.i < len(self.flat) else self.flat[-1][0] + 1}
+
+
+def test_tracked_batches_tell_the_tracker_where_epochs_end():
+    batches = TrackedBatches(_Epochs([[_batch(10, ["a"]), _batch(9)], [_batch(10)]]),
+                             SkipTracker(0.04, total=None, min_seen=100))
+    next(batches)
+    with pytest.raises(TooManyBadSamplesError, match="1 of 20 samples"):  # 5% of the first epoch's 20
+        next(batches)
 
 
 def test_tracked_batches_through_a_dataloader(tmp_path):

@@ -5,20 +5,27 @@ A checkpoint directory is itself a run directory (config, tokenizer, model) plus
 `objective.safetensors` (the objective's parameters and buffers) and `trainer.pt` (optimizer,
 scheduler, scaler, step, RNG states, data position; read with `torch.load(weights_only=True)`).
 It is written whole into a hidden temporary directory and renamed into place, so a reader (or a
-resumed run after a crash) only ever sees complete checkpoints.
+resumed run after a crash) only ever sees complete checkpoints; `manifest.json` holds each file's
+checksum (checkpoint_integrity), and a resume passes over a damaged checkpoint to the newest
+intact one.
 """
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from lipkit import distributed
+from lipkit.checkpoint_integrity import damage, write_manifest
 from lipkit.config import ConfigError, RunConfig, load_config, save_config
 from lipkit.errors import LipkitError
 
@@ -29,10 +36,16 @@ OBJECTIVE_FILE = "objective.safetensors"
 TRAINER_FILE = "trainer.pt"
 CHECKPOINTS_DIR = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8,})$")
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+log = logging.getLogger("lipkit.checkpoint")
 
 
 class CheckpointError(LipkitError, RuntimeError):
     """A run directory that cannot be loaded, stated in one line."""
+
+
+class CheckpointWriteError(LipkitError, OSError):
+    """A checkpoint that could not be written (disk full, read-only); the ones before it are intact."""
 
 
 def _umask() -> int:
@@ -60,12 +73,38 @@ def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
 
 
 def save_model(model: torch.nn.Module, run_dir: Path) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(run_dir / MODEL_FILE, lambda p: save_file(state, str(p)))
+    atomic_write(run_dir / MODEL_FILE, lambda p: write_tensors(model.state_dict(), p))
+
+
+def as_os_error(error: BaseException | None, path: Path) -> OSError | None:
+    """The OSError behind `error`, if any: Python's own (also when another exception replaced it, as
+    torch.save's clean-up does), or a Rust writer's (safetensors, tokenizers), which reports a full
+    disk as its own type with "(os error 28)" in the message."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        found = _RUST_OS_ERROR.search(str(error))
+        if found:
+            return OSError(int(found.group(1)), os.strerror(int(found.group(1))), str(path))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def write_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+    except Exception as e:
+        os_error = as_os_error(e, path)
+        if os_error is None:
+            raise
+        raise os_error from None
+
+
+def write_torch(obj, path: Path) -> None:
+    """torch.save through a Python file, so a full disk is an OSError (torch's own writer says only
+    "unexpected pos")."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -160,15 +199,17 @@ def write_checkpoint(run_dir: Path, step: int, files: dict[str, Callable[[Path],
     """Write `files` (name -> write(path)) into RUN/checkpoints/step-N, atomically: into a hidden
     temporary directory first, renamed into place once every file is on disk."""
     root = Path(run_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = None
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp"))
         os.chmod(tmp, 0o777 & ~_umask())
         for name, write in files.items():
             write(tmp / name)
             os.chmod(tmp / name, 0o666 & ~_umask())
             _fsync(tmp / name)
+        _fsync(write_manifest(tmp, files))
         if final.exists():  # the same step again (a run resumed from an older checkpoint)
             old = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".old"))
             os.replace(final, old / final.name)
@@ -177,8 +218,13 @@ def write_checkpoint(run_dir: Path, step: int, files: dict[str, Callable[[Path],
         else:
             os.replace(tmp, final)
         _fsync(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        os_error = as_os_error(e, final)
+        if os_error is not None:
+            raise CheckpointWriteError(f"{final}: cannot write the checkpoint ({os_error.strerror or os_error}); "
+                                       f"the checkpoints before it are intact") from None
         raise
     return final
 
@@ -193,31 +239,58 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def resolve_resume(spec: str, run_dir: Path) -> Path:
-    """`latest` (the newest checkpoint of `run_dir`) or a path: a checkpoint directory, or a run
-    directory whose newest checkpoint is taken."""
+def newest_intact_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint of `run_dir` whose files match their manifest, None when it has none
+    yet. A damaged newer one is passed over with a warning naming it and why; when every one is
+    damaged, that is an error."""
+    damaged = []
+    for path in reversed(list_checkpoints(run_dir)):
+        why = damage(path)
+        if why is None:
+            for bad, reason in damaged if distributed.rank() == 0 else ():  # every rank checks, one says so
+                log.warning("lipkit: warning: checkpoint %s is damaged (%s); resuming from %s instead",
+                            bad, reason, path.name)
+            return path
+        damaged.append((path, why))
+    if damaged:
+        bad, reason = damaged[0]
+        raise CheckpointError(f"{Path(run_dir) / CHECKPOINTS_DIR}: every checkpoint is damaged; the newest, "
+                              f"{bad.name}: {reason}")
+    return None
+
+
+def resolve_resume(spec: str, run_dir: Path) -> Path | None:
+    """`latest`: the newest intact checkpoint of `run_dir`, None when it holds none yet. A path: a
+    checkpoint directory (refused when damaged), or a run directory whose newest intact checkpoint
+    is taken."""
     if spec == "latest":
-        found = list_checkpoints(run_dir)
-        if not found:
-            raise CheckpointError(f"--resume latest: {Path(run_dir) / CHECKPOINTS_DIR} holds no checkpoint")
-        return found[-1]
+        return newest_intact_checkpoint(run_dir)
     path = Path(spec)
     if (path / TRAINER_FILE).is_file():
+        why = damage(path)
+        if why is not None:
+            raise CheckpointError(f"--resume {spec}: the checkpoint is damaged ({why})")
         return path
-    found = list_checkpoints(path)
-    if found:
-        return found[-1]
+    found = newest_intact_checkpoint(path)
+    if found is not None:
+        return found
     raise CheckpointError(f"--resume {spec}: not a checkpoint directory (no {TRAINER_FILE}) nor a run with checkpoints")
 
 
 def load_trainer_state(checkpoint_dir: Path) -> dict:
     path = Path(checkpoint_dir) / TRAINER_FILE
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: not the user's concern
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing trainer state") from None
-    except Exception as e:  # a truncated or foreign file
-        raise CheckpointError(f"{path}: cannot read trainer state ({str(e).splitlines()[0]})") from None
+    except pickle.UnpicklingError:
+        # torch suggests weights_only=False here; for a file of unknown origin that would run its code
+        raise CheckpointError(f"{path}: not a lipkit trainer state (it holds more than tensors and plain "
+                              f"containers, and lipkit loads nothing else)") from None
+    except Exception:  # a truncated, corrupt or foreign file
+        raise CheckpointError(f"{path}: not a lipkit trainer state (not a complete torch file)") from None
     if not isinstance(state, dict) or state.get("format") != 1:
         raise CheckpointError(f"{path}: not a lipkit trainer state (format 1)")
     return state

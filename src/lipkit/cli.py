@@ -1,14 +1,19 @@
 """`lipkit <command>`: commands live in lipkit.commands, one module each.
 
-Errors a user can fix (subclasses of LipkitError) print one line and exit 2."""
+Errors a user can fix (subclasses of LipkitError) print one line and exit 2; so do the file-system
+errors of the machine rather than of lipkit (a full disk, a read-only or forbidden folder)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from lipkit.commands import COMMANDS
 from lipkit.errors import LipkitError
+
+
+_USER_FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except LipkitError as e:
         print(f"lipkit: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in _USER_FIXABLE_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"lipkit: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lipkit: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 
 from lipkit.typed_config import ConfigError, from_mapping, to_dict  # noqa: F401  (part of this module's API)
+from lipkit.yaml_loader import parse_yaml, read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -337,10 +338,7 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
     path = resolve_config_path(name_or_path)
     if str(path) in seen:
         raise ConfigError(f"config '{path}': 'base' chain loops back on itself")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config '{path}': expected a mapping at the top level")
     base = data.pop("base", None)
@@ -355,8 +353,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. train.steps=100")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+        value = parse_yaml(raw, f"--set '{text}'") if raw != "" else ""
+    except ConfigError:  # not YAML: the text itself (e.g. a path with a colon)
         value = raw
     return key.strip().split("."), value
 

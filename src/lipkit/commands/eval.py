@@ -10,8 +10,14 @@ EVAL_TASKS = ("zeroshot", "linear", "ood", "retrieval", "knn", "text", "collapse
 
 def run(args: argparse.Namespace) -> int:
     from lipkit.eval.runner import evaluate_spec, parse_tasks, summary_table
+    from lipkit.writable import check_writable
 
     tasks = parse_tasks(args.tasks)
+    # before any task runs: a read-only or mistyped output would otherwise fail only at the end
+    if args.out:
+        check_writable(Path(args.out).parent, "--out")
+    if args.out_dir:
+        check_writable(args.out_dir, "--out-dir")
     out = evaluate_spec(args.model, tasks, overrides=args.set or [],
                         out_file=Path(args.out) if args.out else None,
                         out_dir=Path(args.out_dir) if args.out_dir else None,

@@ -7,26 +7,32 @@ from pathlib import Path
 
 
 def _config(args: argparse.Namespace):
-    """--config if given; when resuming without one, the checkpoint's own config (plus --set); with
+    """(config, what to resume): --config if given; when resuming without one, the checkpoint's own
+    config (plus --set), and that checkpoint (found once: its checksums are not read twice); with
     --init, the init model's config with its heads left to the objective (plus --set)."""
     from lipkit.checkpoint import CONFIG_FILE, resolve_resume
     from lipkit.config import ConfigError, load_config
 
     if args.config is not None:
-        return load_config(args.config, args.set or [])
+        return load_config(args.config, args.set or []), args.resume
     if args.init is not None:
-        return load_config(str(Path(args.init) / CONFIG_FILE), ["model.heads=[]"] + (args.set or []), recorded=True)
+        cfg = load_config(str(Path(args.init) / CONFIG_FILE), ["model.heads=[]"] + (args.set or []), recorded=True)
+        return cfg, args.resume
     if args.resume is None:
         raise ConfigError("--config is required (a preset name or a YAML file) unless --resume or --init is given")
-    return load_config(str(resolve_resume(args.resume, args.out) / CONFIG_FILE), args.set or [], recorded=True)
+    checkpoint = resolve_resume(args.resume, args.out)
+    if checkpoint is None:
+        raise ConfigError(f"--resume {args.resume}: {args.out} holds no checkpoint yet; "
+                          f"pass --config to start the run there")
+    return load_config(str(checkpoint / CONFIG_FILE), args.set or [], recorded=True), checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
     from lipkit import distributed
     from lipkit.train import train
 
-    cfg = _config(args)
-    result = train(cfg, args.out, overwrite=args.overwrite, resume=args.resume, init=args.init)
+    cfg, resume = _config(args)
+    result = train(cfg, args.out, overwrite=args.overwrite, resume=resume, init=args.init)
     if distributed.rank() != 0:
         return 0
     if result.stopped_by is not None:
@@ -52,9 +58,11 @@ def add_parser(sub) -> None:
                    "optional with --resume (the checkpoint's config is used)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.steps=100")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --out (the old one is kept until the new one's first checkpoint)")
     p.add_argument("--resume", metavar="latest|PATH",
-                   help="continue from the newest checkpoint in --out (latest), or from a checkpoint or run directory")
+                   help="continue from the newest intact checkpoint in --out (latest; from scratch when there is "
+                        "none yet), or from a checkpoint or run directory")
     p.add_argument("--init", metavar="DIR",
                    help="start a new run from the weights and tokenizer of a run or `lipkit import` directory "
                         "(fresh optimizer; heads the objective adds start fresh); without --config, DIR's config")

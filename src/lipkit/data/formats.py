@@ -3,6 +3,10 @@
 Each reader returns (records, skipped): records with at least one caption and an existing image
 file, and (where, reason) for everything left out. Relative image paths are relative to the
 CSV/JSONL file's folder. Several rows naming the same image give that image several captions.
+
+Text is UTF-8, with or without a byte-order mark (see lipkit.utf8_text): a CSV or JSONL file in
+another encoding stops with its name and line; a caption .txt in another encoding is a bad sample
+named in the report. Nothing is decoded into replacement characters.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from lipkit.utf8_text import NotUtf8Error, read_utf8, utf8_lines
+
 from .cache import DataSourceError
 from .pairs import PairRecord, clean_captions
 
@@ -20,11 +26,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 Skipped = list[tuple[str, str]]
 
 
-def _open_text(path: Path):
+def _text_lines(path: Path):
+    """The file's lines (see utf8_lines); a file that cannot be opened or is not UTF-8 is a
+    DataSourceError naming it (and the line)."""
     try:
-        return open(path, encoding="utf-8", newline="")
+        yield from utf8_lines(path)
     except OSError as e:
         raise DataSourceError(f"{path}: cannot open ({e.strerror or e})") from None
+    except NotUtf8Error as e:
+        raise DataSourceError(str(e)) from None
 
 
 def image_files(root: Path) -> Iterator[Path]:
@@ -42,8 +52,9 @@ def caption_file(image: Path) -> Path:
 
 
 def read_caption_file(txt: Path) -> tuple[str, ...]:
-    """The captions of a caption file (its non-empty lines); OSError when it cannot be read."""
-    return clean_captions(txt.read_text(encoding="utf-8", errors="replace").splitlines())
+    """The captions of a caption file (its non-empty lines); OSError when it cannot be read,
+    NotUtf8Error when it is not UTF-8."""
+    return clean_captions(read_utf8(txt).splitlines())
 
 
 def read_folder(root: str | Path) -> tuple[list[PairRecord], Skipped]:
@@ -62,6 +73,9 @@ def read_folder(root: str | Path) -> tuple[list[PairRecord], Skipped]:
             continue
         except OSError as e:
             skipped.append((str(txt), f"cannot read ({e.strerror or e})"))
+            continue
+        except NotUtf8Error as e:
+            skipped.append((e.where, e.reason))
             continue
         if not captions:
             skipped.append((str(image), f"empty caption file {txt.name}"))
@@ -112,19 +126,21 @@ def table_rows(path: Path, required: Sequence[str] = (), delimiter: str | None =
     file) with a header; `where` is `file:line`. The `required` columns must be in the header."""
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with _open_text(path) as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+    lines = _text_lines(path)
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    try:
         header = reader.fieldnames or []
         absent = [c for c in required if c not in header]
         if absent:
             raise DataSourceError(
                 f"{path}: no column {', '.join(map(repr, absent))}; the header has {', '.join(map(repr, header)) or 'nothing'}"
             )
-        try:
-            for row in reader:
-                yield f"{path}:{reader.line_num}", row
-        except csv.Error as e:
-            raise DataSourceError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+        for row in reader:
+            yield f"{path}:{reader.line_num}", row
+    except csv.Error as e:
+        raise DataSourceError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+    finally:
+        lines.close()
 
 
 def read_table(path: str | Path, image_column: str = "image", caption_column: str = "caption",
@@ -140,20 +156,19 @@ def read_table(path: str | Path, image_column: str = "image", caption_column: st
 def jsonl_objects(path: Path) -> Iterator[tuple[str, dict | None, str]]:
     """(where, object, problem) for each non-empty line of a JSON Lines file: the object, or None
     and what is wrong with the line (not JSON, not an object)."""
-    with _open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                yield where, None, f"not valid JSON ({e.msg})"
-                continue
-            if not isinstance(obj, dict):
-                yield where, None, "not a JSON object"
-                continue
-            yield where, obj, ""
+    for n, line in enumerate(_text_lines(path), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            yield where, None, f"not valid JSON ({e.msg})"
+            continue
+        if not isinstance(obj, dict):
+            yield where, None, "not a JSON object"
+            continue
+        yield where, obj, ""
 
 
 def read_jsonl(path: str | Path, image_column: str = "image", caption_column: str = "caption",

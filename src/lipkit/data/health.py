@@ -6,8 +6,14 @@ path, `file:line` or `shard:key`; see pairs.encode_skips), which default collati
 list of strings per batch. `SkipTracker.update(batch)` (or `TrackedBatches` around any iterator
 of batches) strips them from the batch, logs each new one once, writes `data_report.json`
 (atomically) when the count changes, and raises
-`TooManyBadSamplesError` once more than `max_bad_fraction` of the samples are bad: of the
-dataset's size when it is known, else of the samples read so far (after `min_seen`).
+`TooManyBadSamplesError` once more than `max_bad_fraction` of the samples are bad.
+
+The fraction is taken of the dataset's size when it is known. A stream's size is not: there it is
+of the samples read so far, from the very first one, but never of fewer than `min_seen`. So a
+handful of early bad samples does not stop a run on noise, yet cannot slip through either: a run
+stops early only when the stop at `min_seen` samples is already certain. At the end of each epoch
+(`end_epoch`) the epoch's count becomes the stream's size, so a stream shorter than `min_seen` is
+judged too.
 """
 from __future__ import annotations
 
@@ -24,8 +30,6 @@ log = logging.getLogger("lipkit.data")
 
 class TooManyBadSamplesError(LipkitError, RuntimeError):
     """More than data.max_bad_fraction of the samples could not be used."""
-
-
 
 
 class SkipTracker:
@@ -69,17 +73,26 @@ class SkipTracker:
         self._new(skipped)
         return batch
 
+    def end_epoch(self) -> None:
+        """An epoch was read through: a stream's size is now known (the samples of that epoch)."""
+        if not self.total:
+            self.total = self.seen
+            self.write_report()
+        self.check()
+
     def fraction(self) -> float:
         denom = self.total if self.total else self.seen
         return len(self.bad) / denom if denom else 0.0
 
     def check(self) -> None:
-        if self.total is None and self.seen < self.min_seen:
+        if not self.bad:
             return
-        if self.fraction() > self.max_bad_fraction:
+        judged_on = self.total or max(self.seen, self.min_seen)
+        if len(self.bad) / judged_on > self.max_bad_fraction:
             where, reason = next(iter(self.bad.items()))
+            of = f"{self.total} samples" if self.total else f"the first {self.seen} samples read"
             raise TooManyBadSamplesError(
-                f"{self.what}: {len(self.bad)} of {self.total or self.seen} samples ({self.fraction():.1%}) are unusable, "
+                f"{self.what}: {len(self.bad)} of {of} ({self.fraction():.1%}) are unusable, "
                 f"more than data.max_bad_fraction {self.max_bad_fraction}; first: {where}: {reason}"
                 + (f" (all listed in {self.report})" if self.report else "")
             )
@@ -99,16 +112,27 @@ class SkipTracker:
 
 class TrackedBatches:
     """Batches from `batches` (an iterator, e.g. the trainer's BatchStream) passed through
-    `tracker`; other attributes (position(), close()) are the wrapped object's."""
+    `tracker`; other attributes (position(), close()) are the wrapped object's. When `batches`
+    has a `position()` ({"epoch": ...}), the tracker is told where each epoch ends."""
 
     def __init__(self, batches, tracker: SkipTracker):
         self._batches, self.tracker = batches, tracker
+        self._epoch = self._current_epoch()
+
+    def _current_epoch(self) -> int | None:
+        position = getattr(self._batches, "position", None)
+        return position()["epoch"] if position is not None else None
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        return self.tracker.update(next(self._batches))
+        batch = self.tracker.update(next(self._batches))
+        epoch = self._current_epoch()
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self.tracker.end_epoch()
+        return batch
 
     def __getattr__(self, name):
         return getattr(self._batches, name)

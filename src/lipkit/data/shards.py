@@ -5,7 +5,8 @@ Layout (the WebDataset convention, so shards written by `webdataset.TarWriter`, 
 key, the member name up to the first "." of its last path component; the rest is the field:
 `000042.jpg` + `000042.txt` (+ `000042.json`, `000042.cls`). The image is the first of the
 IMAGE_FIELDS present; captions are the non-empty lines of `.txt`, else the `caption_field` of
-`.json` (a string or a list); `.cls` holds an integer label.
+`.json` (a string or a list); `.cls` holds an integer label. Text is UTF-8: a `.txt` in another
+encoding makes its sample a bad one, named in the report.
 
 Reading is streaming: shard names come from brace patterns (`train-{000..127}.tar`, several
 patterns joined with "::"), shuffled per epoch when `shuffle` is set, and split over ranks ×
@@ -29,6 +30,8 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from lipkit.utf8_text import NotUtf8Error, decode_utf8
 
 from .cache import DataSourceError
 from .images import DEFAULT_MAX_PIXELS, BadSampleError, open_image
@@ -108,13 +111,14 @@ def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes] | None, 
         yield "", None, problems
 
 
-def decode_captions(fields: dict[str, bytes], caption_field: str) -> tuple[str, ...]:
+def decode_captions(fields: dict[str, bytes], caption_field: str, where: str = "") -> tuple[str, ...]:
+    """The captions of a sample; `.txt` that is not UTF-8 raises NotUtf8Error naming `where`.txt."""
     if "txt" in fields:
-        return clean_captions(fields["txt"].decode("utf-8", errors="replace").splitlines())
+        return clean_captions(decode_utf8(fields["txt"], f"{where}.txt").splitlines())
     if "json" in fields:
         try:
-            obj = json.loads(fields["json"])
-        except ValueError:
+            obj = json.loads(decode_utf8(fields["json"], f"{where}.json"))
+        except ValueError:  # NotUtf8Error included: no usable caption
             return ()
         caps = obj.get(caption_field) if isinstance(obj, dict) else None
         caps = [caps] if isinstance(caps, str) else caps if isinstance(caps, list) else []
@@ -205,7 +209,10 @@ class ShardStream(EpochStream):
         for shard in self.shards:
             for _, fields, _ in iter_tar_samples(shard):
                 if fields:
-                    out.extend(decode_captions(fields, self.caption_field))
+                    try:
+                        out.extend(decode_captions(fields, self.caption_field))
+                    except NotUtf8Error:  # reported as a bad sample when read
+                        pass
         return out
 
     def _my_shards(self, epoch: int) -> tuple[list[str], int, int]:
@@ -235,7 +242,10 @@ class ShardStream(EpochStream):
     def _sample(self, shard: str, key: str, fields: dict[str, bytes], epoch: int) -> dict:
         where = f"{shard}:{key}"
         ext = next((e for e in IMAGE_FIELDS if e in fields), None)
-        captions = decode_captions(fields, self.caption_field)
+        try:
+            captions = decode_captions(fields, self.caption_field, where)
+        except NotUtf8Error as e:
+            return {"skipped": [(e.where, e.reason)]}
         if ext is None:
             return {"skipped": [(where, "no image field (" + ", ".join(IMAGE_FIELDS) + ")")]}
         if not captions:
@@ -274,7 +284,8 @@ class ShardStream(EpochStream):
 
         def emit(item):
             nonlocal index
-            item.pop("captions", None)
+            if self.decode:  # every caption stays with raw samples (conversion writes them all)
+                item.pop("captions", None)
             item["index"] = index
             index += 1
             return item

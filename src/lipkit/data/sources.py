@@ -54,7 +54,7 @@ def transform_from_config(data: DataConfig, vision: VisionConfig, train: bool = 
         raise ConfigError(f"data: {e}") from None
 
 
-def _as_config(spec: str | SourceConfig) -> SourceConfig:
+def as_source_config(spec: str | SourceConfig) -> SourceConfig:
     """A SourceConfig; "NAME:SPLIT" of a built-in becomes path NAME, split SPLIT."""
     import dataclasses
 
@@ -137,7 +137,7 @@ def open_source(spec: str | SourceConfig, transform: ImageTransform | None, *, s
     """One source: a PairDataset (map-style) or a ShardStream."""
     from . import formats
 
-    src = _as_config(spec)
+    src = as_source_config(spec)
     if src.limit < 0:
         raise ConfigError(f"source {src.path}: limit must be >= 0 (0 = all), got {src.limit}")
     fmt = detect_format(src)
@@ -175,7 +175,7 @@ def open_pairs(spec, transform: ImageTransform | None = None, *, seed: int = 0,
                shuffle_buffer: int = 1000):
     """A source, or several mixed by `weight` (see the module docstring)."""
     if isinstance(spec, (list, tuple)):
-        specs = [_as_config(s) for s in spec]
+        specs = [as_source_config(s) for s in spec]
         if not specs:
             raise ConfigError("data.sources: empty list")
         if len(specs) == 1:

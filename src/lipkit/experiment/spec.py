@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from lipkit.typed_config import ConfigError, from_mapping
+from lipkit.yaml_loader import read_yaml
 
 CLAIM_KINDS = ("greater", "not_less", "gap_grows_as_batch_shrinks")
 
@@ -195,10 +194,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file '{path}' does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"experiment file '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"experiment file '{path}': expected a mapping at the top level")
     if "source" in raw:

@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from lipkit.errors import LipkitError
+from lipkit.typed_config import ConfigError
+from lipkit.yaml_loader import read_yaml
 
 RESULTS_FILE = "results.json"
 DETAILS_SUFFIX = ".details.json"
@@ -94,17 +94,18 @@ def load_source(path: str | Path) -> RunData:
     if not path.is_dir():
         raise ReportError(f"{path}: no such run directory or results file")
     run = RunData(path.name, path)
-    if (path / "config.yaml").is_file():
+    is_run = (path / "config.yaml").is_file()
+    if is_run:
         try:
-            run.config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ReportError(f"{path / 'config.yaml'}: not valid YAML ({e})") from None
+            run.config = read_yaml(path / "config.yaml") or {}
+        except ConfigError as e:
+            raise ReportError(str(e)) from None
     if (path / "metrics.jsonl").is_file():
         run.log = read_log(path / "metrics.jsonl")
     if (path / RESULTS_FILE).is_file():
         run.records = _records(_read_json(path / RESULTS_FILE), path / RESULTS_FILE)
         run.details = _details_of(path / RESULTS_FILE)
-    else:  # an --out-dir folder: one record per file
+    elif not is_run:  # an --out-dir folder: one record per file (a run's own JSON files are not records)
         for f in sorted(path.glob("*.json")):
             if f.name == "details.json":
                 run.details = _read_json(f)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
-
-import yaml
 
 from lipkit.config import ClipRegObjectiveConfig, ConfigError, ObjectiveConfig, apply_overrides
 from lipkit.objectives import HEAD_CLIP, available_objectives, build_objective
 from lipkit.typed_config import from_mapping
+from lipkit.yaml_loader import read_yaml
 
 
 @dataclass
@@ -91,12 +89,7 @@ class TheoryConfig:
 def load_theory_config(path: str | None = None, overrides: list[str] = ()) -> TheoryConfig:
     data: dict = {}
     if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"theory config '{path}': cannot read ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"theory config '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"theory config '{path}': expected a mapping at the top level")
     cfg = from_mapping(TheoryConfig, apply_overrides(data, list(overrides)))

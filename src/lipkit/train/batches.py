@@ -111,6 +111,16 @@ def batch_layout(global_batch: int, world_size: int, accum_steps: int) -> int:
     return global_batch // per
 
 
+def check_batch_fits(dataset, global_batch: int) -> None:
+    """A map-style dataset must hold at least one global batch (a stream's size is not known)."""
+    if not isinstance(dataset, IterableDataset) and len(dataset) < global_batch:
+        raise ConfigError(f"train.batch_size {global_batch} is larger than the training set ({len(dataset)} pairs)")
+
+
+def _rows(batch: dict) -> int:
+    return next(len(v) for v in batch.values() if isinstance(v, torch.Tensor))
+
+
 class BatchStream:
     """Micro-batches forever, and `position()`: {"epoch", "samples_in_epoch"} (global samples)."""
 
@@ -126,10 +136,7 @@ class BatchStream:
         if self.iterable:
             self._iter = self._iterable_epochs()
             return
-        if len(dataset) < global_batch:
-            raise ConfigError(
-                f"train.batch_size {global_batch} is larger than the training set ({len(dataset)} pairs)"
-            )
+        check_batch_fits(dataset, global_batch)
         self.sampler = EpochBatchSampler(
             len(dataset), global_batch, world_size, rank, accum_steps, seed,
             start_epoch=self.epoch, start_round=self.samples_in_epoch // global_batch,
@@ -148,18 +155,24 @@ class BatchStream:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         return DataLoader(
-            self.dataset, batch_size=self.micro, drop_last=True, num_workers=self.num_workers,
+            self.dataset, batch_size=self.micro, drop_last=False, num_workers=self.num_workers,
             pin_memory=self.pin_memory, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch, self.rank)),
         )
 
     def _iterable_epochs(self):
         skip = self.samples_in_epoch // (self.micro * self.world_size)
         empty_epochs = 0
+        carried: list[str] = []  # bad samples reported on incomplete batches, passed on to the next one
         while True:
             produced = 0
-            for i, batch in enumerate(self._epoch_loader(self.epoch)):
+            for batch in self._epoch_loader(self.epoch):
+                if _rows(batch) < self.micro:  # a loader's last, incomplete batch: not trained on
+                    carried += batch.get("skipped", [])
+                    continue
                 produced += 1
-                if i >= skip:
+                if produced > skip:
+                    if carried:
+                        batch["skipped"], carried = carried + list(batch.get("skipped", [])), []
                     yield batch
             skip = 0
             empty_epochs = empty_epochs + 1 if produced == 0 else 0

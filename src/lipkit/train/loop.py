@@ -4,10 +4,10 @@ accumulation (feature cache), parallel (DDP/FSDP2), precision, checkpointing, si
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
 import re
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,8 +19,6 @@ from tqdm import tqdm
 
 from lipkit import distributed
 from lipkit.checkpoint import (
-    CHECKPOINTS_DIR,
-    CONFIG_FILE,
     MODEL_FILE,
     OBJECTIVE_FILE,
     TOKENIZER_FILE,
@@ -40,7 +38,7 @@ from lipkit.models import LIPModel
 from lipkit.objectives import build_objective
 from lipkit.tokenizer import Tokenizer, build_tokenizer
 from lipkit.train.accumulation import forward_backward
-from lipkit.train.batches import BatchStream
+from lipkit.train.batches import BatchStream, batch_layout, check_batch_fits
 from lipkit.train.checkpointing import Checkpointer
 from lipkit.train.collapse_guard import CollapseError, CollapseGuard, prototype_capacity_warning
 from lipkit.train.metrics_log import MetricsLog, Throughput, truncate_metrics
@@ -48,19 +46,17 @@ from lipkit.train.optim import build_optimizer, build_scheduler
 from lipkit.train.parallel import clip_gradients, wrap_model
 from lipkit.train.precision import Precision
 from lipkit.train.rng import mix_seed, restore_rng, seed_all
+from lipkit.train.run_place import DATA_REPORT_FILE, METRICS_FILE, TENSORBOARD_DIR, RunDirError, RunPlace  # noqa: F401
 from lipkit.train.signals import StopSignals
 from lipkit.train.trainer_state import Layout, Progress, layout_from, progress_from
 from lipkit.train.warm_start import warm_start
+from lipkit.writable import check_writable
 
-METRICS_FILE = "metrics.jsonl"
+logger = logging.getLogger("lipkit.train")
 
 
 class NonFiniteLossError(LipkitError, RuntimeError):
     """The loss stayed NaN or infinite for more than train.max_bad_steps steps; names the step and every term."""
-
-
-class RunDirError(LipkitError, RuntimeError):
-    """The run directory already holds a run that training would overwrite."""
 
 
 @dataclass
@@ -83,28 +79,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    names = (CONFIG_FILE, MODEL_FILE, METRICS_FILE, CHECKPOINTS_DIR)
-    existing = [name for name in names if (run_dir / name).exists()]
-    if existing and not overwrite:
-        raise RunDirError(
-            f"{run_dir} already holds a run ({', '.join(existing)}); choose another --out, pass --overwrite, "
-            f"or continue it with --resume latest"
-        )
-    if overwrite:
-        for name in existing + [OBJECTIVE_FILE, "tensorboard"]:
-            path = run_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-
-
-def check_train_config(t: TrainConfig) -> None:
+def check_train_config(t: TrainConfig, world_size: int = 1) -> None:
     for key, value, low in (("keep_checkpoints", t.keep_checkpoints, 1), ("max_bad_steps", t.max_bad_steps, 0),
-                            ("accum_steps", t.accum_steps, 1), ("steps", t.steps, 0),
-                            ("log_every_steps", t.log_every_steps, 1), ("save_every_steps", t.save_every_steps, 0)):
+                            ("accum_steps", t.accum_steps, 1), ("steps", t.steps, 0), ("batch_size", t.batch_size, 1),
+                            ("warmup_steps", t.warmup_steps, 0), ("log_every_steps", t.log_every_steps, 1),
+                            ("save_every_steps", t.save_every_steps, 0)):
         if value < low:
             raise ConfigError(f"train.{key}: must be >= {low}, got {value}")
-    if t.save_every_minutes < 0:
-        raise ConfigError(f"train.save_every_minutes: must be >= 0, got {t.save_every_minutes}")
+    for key, value in (("save_every_minutes", t.save_every_minutes), ("lr", t.lr), ("weight_decay", t.weight_decay),
+                       ("grad_clip_norm", t.grad_clip_norm)):
+        if not value >= 0:  # NaN too
+            raise ConfigError(f"train.{key}: must be >= 0, got {value}")
+    batch_layout(t.batch_size, world_size, t.accum_steps)
 
 
 def _to_device(batch: dict, tokenizer: Tokenizer, device: torch.device, dtype: torch.dtype, channels_last: bool):
@@ -124,21 +110,37 @@ def _term_summary(terms: dict) -> str:
 
 def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: str | Path | None = None,
           init: str | Path | None = None) -> TrainResult:
-    """Train `cfg` into `run_dir`. `resume`: "latest" (the newest checkpoint in `run_dir`), or a
-    checkpoint or run directory to continue from. `init`: a run or imported-model directory whose
-    weights and tokenizer a new run starts from (lipkit.train.warm_start)."""
+    """Train `cfg` into `run_dir`. `resume`: "latest" (the newest intact checkpoint in `run_dir`;
+    from scratch when it has none yet), or a checkpoint or run directory to continue from. `init`:
+    a run or imported-model directory whose weights and tokenizer a new run starts from
+    (lipkit.train.warm_start).
+
+    Everything is validated before the run directory is written: config, data, the checkpoint to
+    resume. The directory is locked for the run's life (one writer); an --overwrite run replaces
+    the old one only once it has written its first checkpoint (see run_place)."""
     run_dir = Path(run_dir)
     dist_info = distributed.init_from_env()
+    check_train_config(cfg.train, dist_info.world_size)
+    if dist_info.is_main:
+        check_writable(run_dir, "--out")
+    with RunPlace(run_dir, writer=dist_info.is_main) as place:
+        return _train(cfg, place, dist_info, overwrite, resume, init)
+
+
+def _train(cfg: RunConfig, place: RunPlace, dist_info: distributed.DistInfo, overwrite: bool,
+           resume: str | Path | None, init: str | Path | None) -> TrainResult:
+    run_dir = place.final
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)  # the same initial weights on every rank (FSDP2 shards them as they are)
     device = torch.device("cuda", dist_info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     cfg = copy.deepcopy(cfg)  # the run's own copy: resolved fields are written back below
-    check_train_config(cfg.train)
     guard = CollapseGuard(cfg.train)
     resume_dir = resolve_resume(str(resume), run_dir) if resume is not None else None
     if resume_dir is not None and init is not None:
         raise ConfigError("--init starts a new run from a model; --resume continues a run: give one of them")
+    if resume is not None and resume_dir is None and dist_info.is_main:
+        logger.warning("lipkit: note: %s holds no checkpoint yet; starting from step 0", run_dir)
 
     # ---- data and tokenizer
     dataset = build_train_dataset(cfg.data, seed=cfg.train.seed, vision=cfg.model.vision)
@@ -188,24 +190,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         precision.load_state_dict(saved["scaler"])
         progress = progress_from(saved)
 
-    # ---- run directory (rank 0 writes)
-    resuming_here = resume_dir is not None and resume_dir.parent.parent.resolve() == run_dir.resolve()
-    metrics_path = run_dir / METRICS_FILE
-    if dist_info.is_main:
-        if not resuming_here:
-            check_run_dir(run_dir, overwrite)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(cfg, run_dir)
-        atomic_write(run_dir / TOKENIZER_FILE, tokenizer.save)
-        if resuming_here:
-            truncate_metrics(metrics_path, progress.step)
-    log = MetricsLog(metrics_path if dist_info.is_main else None,
-                     run_dir / "tensorboard" if cfg.train.tensorboard and dist_info.is_main else None)
-
-    # ---- batches
-    if cfg.data.cache_features and model.towers_frozen and cacheable(dataset) is None:
-        # both towers locked (LiT): their features are computed once, then steps run only the heads
-        dataset = cache_tower_features(dataset, model, tokenizer, device=device, num_workers=cfg.data.num_workers)
+    check_batch_fits(dataset, cfg.train.batch_size)
     layout = Layout(cfg.train.batch_size, dist_info.world_size, cfg.train.accum_steps,
                     len(dataset) if hasattr(dataset, "__len__") else None)
     if saved is not None and layout_from(saved).dataset_len != layout.dataset_len:
@@ -213,16 +198,35 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
             f"{resume_dir}: the checkpoint was taken on {layout_from(saved).dataset_len} training pairs, "
             f"this run has {layout.dataset_len}; resume with the same data"
         )
+
+    # ---- run directory (rank 0 writes): nothing was written before this point
+    resuming_here = resume_dir is not None and resume_dir.parent.parent.resolve() == run_dir.resolve()
+    write_dir = place.open(overwrite=overwrite, resuming=resuming_here)
+    metrics_path = write_dir / METRICS_FILE
+    if dist_info.is_main:
+        save_run_config(cfg, write_dir)
+        atomic_write(write_dir / TOKENIZER_FILE, tokenizer.save)
+        if resuming_here:
+            truncate_metrics(metrics_path, progress.step)
+    log = MetricsLog(metrics_path if dist_info.is_main else None,
+                     write_dir / TENSORBOARD_DIR if cfg.train.tensorboard and dist_info.is_main else None)
+
+    # ---- batches
+    if cfg.data.cache_features and model.towers_frozen and cacheable(dataset) is None:
+        # both towers locked (LiT): their features are computed once, then steps run only the heads
+        dataset = cache_tower_features(dataset, model, tokenizer, device=device, num_workers=cfg.data.num_workers)
     stream = BatchStream(
         dataset, global_batch=cfg.train.batch_size, accum_steps=cfg.train.accum_steps,
         world_size=dist_info.world_size, rank=dist_info.rank, seed=cfg.train.seed,
         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", position=progress.position,
     )
     # unusable samples: logged once each, listed in data_report.json, fatal above data.max_bad_fraction
-    stream = TrackedBatches(stream, SkipTracker(
+    tracker = SkipTracker(
         cfg.data.max_bad_fraction, layout.dataset_len and layout.dataset_len + len(getattr(dataset, "skipped", [])),
-        run_dir / "data_report.json" if dist_info.is_main else None, initial=getattr(dataset, "skipped", [])))
-    checkpointer = Checkpointer(run_dir, cfg, tokenizer, parallel, objective, optimizer, scheduler, precision,
+        write_dir / DATA_REPORT_FILE if dist_info.is_main else None, initial=getattr(dataset, "skipped", []))
+    place.on_move(lambda new_dir: setattr(tracker, "report", new_dir / DATA_REPORT_FILE))
+    stream = TrackedBatches(stream, tracker)
+    checkpointer = Checkpointer(place, cfg, tokenizer, parallel, objective, optimizer, scheduler, precision,
                                 device, layout)
 
     # ---- steps
