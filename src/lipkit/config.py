@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 import yaml
 
-from lipkit.typed_config import ConfigError, check_choices, from_mapping, to_dict  # noqa: F401  (this module's API)
+from lipkit.typed_config import check_choices
+from lipkit.typed_config import ConfigError, from_mapping, to_dict  # noqa: F401  (part of this module's API)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
