@@ -156,16 +156,19 @@ class PrototypeStats:
 
 
 def prototype_stats(image_logits: torch.Tensor, text_logits: torch.Tensor, *, temperature: float = 0.1,
-                    labels=None, num_classes: int = 0, chunk_size: int = 4096) -> PrototypeStats:
+                    labels=None, num_classes: int = 0, num_prototypes: int = 0, chunk_size: int = 4096
+                    ) -> PrototypeStats:
     """The diagnostics of paired prototype logits [N, K] (`.metrics()`, `.usage()`); `labels` [N]
-    in [0, num_classes) add the label NMI (num_classes 0: the largest label + 1)."""
+    in [0, num_classes) add the label NMI (num_classes 0: the largest label + 1). A ValueError
+    when K is not `num_prototypes` (0: any K)."""
     image_logits, text_logits = torch.as_tensor(image_logits), torch.as_tensor(text_logits)
     if image_logits.ndim != 2 or image_logits.shape[0] == 0:
         raise ValueError(f"image_logits must be [N, K] with N > 0, got {tuple(image_logits.shape)}")
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.long)
         num_classes = num_classes or int(labels.max()) + 1
-    stats = PrototypeStats(image_logits.shape[1], temperature, num_classes if labels is not None else 0)
+    stats = PrototypeStats(num_prototypes or image_logits.shape[1], temperature,
+                           num_classes if labels is not None else 0)
     for start in range(0, image_logits.shape[0], chunk_size):
         stop = start + chunk_size
         stats.update(image_logits[start:stop], text_logits[start:stop],
@@ -187,6 +190,7 @@ def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, 
     captions = d.test.caption
     image_logits = ctx.apply(em.image_prototype_head, ctx.tower("test"))
     text_logits = ctx.embed_texts(captions, feature_fn=em.text_prototypes)
-    stats = prototype_stats(image_logits, text_logits, temperature=em.prototype_temperature,
-                            labels=d.test.labels, num_classes=len(d.class_names or []), chunk_size=ctx.batch_size)
+    stats = prototype_stats(image_logits, text_logits, temperature=em.prototype_temperature, labels=d.test.labels,
+                            num_classes=len(d.class_names or []), num_prototypes=em.num_prototypes,
+                            chunk_size=ctx.batch_size)
     return [TaskResult(d.name, PROTOTYPE_COLLAPSE, stats.metrics(), stats.usage())]
