@@ -105,7 +105,7 @@ def run_case(case: str, images: torch.Tensor, tokens: torch.Tensor) -> dict[str,
     if world_size() > 1:
         # A prototypes-only model still owns the (then unused) logit scale; so does a model
         # trained by an objective that ignores it (SigLIP, square loss).
-        model_uses_all = HEAD_CLIP in objective.required_heads and getattr(objective, "uses_logit_scale", True)
+        model_uses_all = HEAD_CLIP in objective.required_heads and objective.uses_logit_scale
         net = DistributedDataParallel(model, find_unused_parameters=not model_uses_all)
     else:
         net = model

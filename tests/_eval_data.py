@@ -1,5 +1,6 @@
 """Labelled image sets written in the three layouts `lipkit eval --dataset` reads, and a stand-in
-model whose embeddings are set by hand, so that every metric can be worked out on paper.
+model whose embeddings are set by hand, so that every metric can be worked out on paper; and
+`in_memory`, a model with tensors of images as a task's `evaluate` takes them.
 
 Each image is an 8x8 RGB PNG (or lossless WebP) that draws a class and an id: red = 40 * class
 + 20, green = id. The stand-in decodes them: its image embedding is e_class + e_id (normalised:
@@ -23,7 +24,8 @@ from PIL import Image
 from torch import nn
 
 from lipkit.config import EvalConfig
-from lipkit.eval.models import from_open_clip
+from lipkit.eval.models import EvalModel, from_open_clip
+from lipkit.eval.sources import EvalData, Split
 
 CLASSES = ["cat", "dog", "red fox"]  # the stand-in's classes, in its own order
 MAX_ID = 64
@@ -78,6 +80,19 @@ class StandIn(nn.Module):
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         v = _one_hot(tokens[:, 0], tokens[:, 1])
         return F.normalize(v, dim=-1) if normalize else v
+
+
+def in_memory(model, tokenize, test: tuple, train: tuple | None = None, class_names=None, templates=None,
+              **hooks) -> tuple[EvalModel, EvalData]:
+    """`model` (anything with encode_image / encode_text) and a dataset of model-ready image
+    tensors: `test` and `train` are (images, labels) or (images, labels, the captions of each
+    image); `hooks` are EvalModel fields (image_features, ...)."""
+    def split(images, labels, captions=None):
+        return Split(images, None if labels is None else np.asarray(labels),
+                     captions and [c[0] for c in captions], captions)
+
+    em = EvalModel(model, tokenize, preprocess=None, name="in-memory", pretrained="", **hooks)
+    return em, EvalData("in-memory", train and split(*train), split(*test), class_names, templates or [])
 
 
 def stand_in(**eval_settings) -> object:

@@ -12,6 +12,7 @@ import torch
 
 from lipkit.cli import main
 from lipkit.config import load_config
+from lipkit.eval.registry import TASKS
 from lipkit.train import train
 
 TRAIN = ["train.steps=3", "train.batch_size=64", "train.warmup_steps=1", "train.log_every_steps=1",
@@ -32,8 +33,8 @@ def _have_eval_extra() -> bool:
 
 
 HAVE_EVAL_EXTRA = _have_eval_extra()
-ALL_TASKS = "zeroshot,linear,ood,retrieval,knn,text,collapse" if HAVE_EVAL_EXTRA else \
-    "zeroshot,linear,retrieval,knn,collapse"
+NEED_EVAL_EXTRA = ("ood", "text")
+ALL_TASKS = ",".join(t for t in TASKS if HAVE_EVAL_EXTRA or t not in NEED_EVAL_EXTRA)
 
 
 @functools.lru_cache(maxsize=None)

@@ -103,6 +103,14 @@ def test_a_run_recorded_before_a_field_existed_keeps_its_old_meaning(tmp_path):
     assert from_dict({}, recorded=True).model.prototypes.batch_norm is False
 
 
+def test_the_command_line_is_built_without_torch():
+    """`lipkit --help` stays fast: the eval task names come from lipkit.eval.registry alone."""
+    code = ("import sys; from lipkit.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _eval_data import in_memory
 from lipkit.eval import (
     classification_metrics,
     embed_images,
@@ -83,9 +84,10 @@ ZS_LABELS = [0, 0, 0, 0, 1, 1, 2]
 def test_zeroshot_metrics_by_hand():
     model = one_hot_model(6)
     model.train()
-    metrics = zeroshot.evaluate(model, tokenize, as_images(ZS_IMAGES), torch.tensor(ZS_LABELS),
-                                classnames=[str(c) for c in range(6)], templates=TEMPLATES,
-                                batch_size=3)
+    [result] = zeroshot.evaluate(*in_memory(model, tokenize, (as_images(ZS_IMAGES), torch.tensor(ZS_LABELS)),
+                                            class_names=[str(c) for c in range(6)], templates=TEMPLATES),
+                                 batch_size=3)
+    metrics = result.metrics
     assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"}
     # top-1 hits: rows 0, 1 (tie -> lower index 0), 5  -> 3/7.  (tie -> higher index: 2/7)
     assert metrics["acc1"] == pytest.approx(3 / 7)
@@ -104,8 +106,8 @@ def test_zeroshot_metrics_by_hand():
 def test_zeroshot_fewer_than_five_classes_and_topk_ties():
     model = one_hot_model(3)
     images = as_images([[1, 0, 0], [1, 0, 0]])
-    metrics = zeroshot.evaluate(model, tokenize, images, [0, 2], ["0", "1", "2"], TEMPLATES,
-                                topk=(1, 2, 5))
+    classifier = zeroshot_classifier(model, tokenize, ["0", "1", "2"], TEMPLATES)
+    metrics = classification_metrics(embed_images(model, images, 64) @ classifier.T, [0, 2], topk=(1, 2, 5))
     assert metrics["acc1"] == pytest.approx(1 / 2)  # both predict 0; the label-2 row misses
     # label-2 row ranks 0, then the 0-score tie 1, 2 -> top2 {0, 1}: miss
     assert metrics["acc2"] == pytest.approx(1 / 2)
@@ -129,8 +131,9 @@ def test_zeroshot_classifier_averages_normalised_template_embeddings():
     # An image at (0.2, 1, 0.75) scores (0.2 + 1)/sqrt(2) = 0.849 for class 0 and 0.75 for
     # class 1 -> class 0. With template 0 alone (0.2 vs 0.75) or raw averaging
     # (1.4/sqrt(5) = 0.626 vs 0.75) it would be class 1.
-    metrics = zeroshot.evaluate(model, tokenize, as_images([[0.2, 1.0, 0.75]]), [0], ["0", "1"],
-                                TEMPLATES)
+    [result] = zeroshot.evaluate(*in_memory(model, tokenize, (as_images([[0.2, 1.0, 0.75]]), [0]),
+                                            class_names=["0", "1"], templates=TEMPLATES))
+    metrics = result.metrics
     assert metrics["acc1"] == 1.0
 
 
@@ -170,8 +173,8 @@ def test_classification_metrics_rejects_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         classification_metrics(torch.full((2, 3), float("nan")), [0, 1])
     with pytest.raises(ValueError, match=r"labels must have shape \[2\]"):
-        zeroshot.evaluate(one_hot_model(3), tokenize, as_images([[1, 0, 0]] * 2), [0, 1, 2],
-                          ["0", "1", "2"], TEMPLATES)
+        zeroshot.evaluate(*in_memory(one_hot_model(3), tokenize, (as_images([[1, 0, 0]] * 2), [0, 1, 2]),
+                                     class_names=["0", "1", "2"], templates=TEMPLATES))
 
 
 # ----------------------------------------------------------------------------- features
@@ -214,7 +217,7 @@ def test_linear_probe_separable_blobs():
     centers = 10 * np.eye(5)[:3]  # 3 classes, 10 apart in 5-D; noise std 0.5 -> separable
     x_train, y_train = blobs(rng, centers, 30, 0.5)
     x_test, y_test = blobs(rng, centers, 20, 0.5)
-    metrics = linear.evaluate(torch.from_numpy(x_train).float(), torch.from_numpy(y_train),
+    metrics = linear.evaluate_features(torch.from_numpy(x_train).float(), torch.from_numpy(y_train),
                               x_test, y_test)
     assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall", "best_C"}
     assert metrics["acc1"] == metrics["acc5"] == metrics["mean_per_class_recall"] == 1.0
@@ -228,7 +231,7 @@ def test_linear_probe_unseen_test_class_by_hand():
     x_test = np.concatenate([blobs(rng, [[-10.0, 0.0], [10.0, 0.0]], 4, 0.5)[0],
                              [[0.0, 10.0], [0.0, -10.0]]])
     y_test = np.array([0] * 4 + [1] * 4 + [2, 2])
-    metrics = linear.evaluate(x_train, y_train, x_test, y_test, topk=(1, 2, 5))
+    metrics = linear.evaluate_features(x_train, y_train, x_test, y_test, topk=(1, 2, 5))
     assert metrics["acc1"] == pytest.approx(8 / 10)  # class 2 is never predicted
     assert metrics["acc2"] == pytest.approx(8 / 10)  # ... nor ranked above a seen class
     assert metrics["acc5"] == 1.0  # k = min(5, 3 classes)
@@ -251,9 +254,9 @@ def test_linear_probe_picks_strong_regularisation_on_noisy_data():
 
     x_train, y_train = sample(300, 0.3)
     x_test, y_test = sample(1000, 0.0)
-    chosen = linear.evaluate(x_train, y_train, x_test, y_test, val_fraction=0.5)
+    chosen = linear.evaluate_features(x_train, y_train, x_test, y_test, val_fraction=0.5)
     assert chosen["best_C"] <= 1e-2  # the strong end of the 1e-3 .. 1e2 grid
-    weak = linear.evaluate(x_train, y_train, x_test, y_test, C_grid=[100.0])
+    weak = linear.evaluate_features(x_train, y_train, x_test, y_test, C_grid=[100.0])
     assert weak["best_C"] == 100.0
     assert chosen["acc1"] > weak["acc1"] + 0.05
 
@@ -271,7 +274,7 @@ def test_linear_probe_picks_weak_regularisation_on_correlated_features():
 
     x_train, y_train = sample(200)
     x_test, y_test = sample(400)
-    metrics = linear.evaluate(x_train, y_train, x_test, y_test)
+    metrics = linear.evaluate_features(x_train, y_train, x_test, y_test)
     assert metrics["best_C"] == max(linear.DEFAULT_C_GRID)
     assert metrics["acc1"] > 0.95
 
@@ -305,12 +308,12 @@ def test_linear_probe_errors(change, message):
                 test_features=np.zeros((2, 2)), test_labels=np.array([0, 1]))
     args.update(change)
     with pytest.raises(ValueError, match=message):
-        linear.evaluate(**args)
+        linear.evaluate_features(**args)
 
 
 def test_single_C_skips_validation():
     x = np.array([[-1.0], [1.0], [-2.0], [2.0]])  # 2 samples a class: too few to split
-    metrics = linear.evaluate(x, [0, 1, 0, 1], x, [0, 1, 0, 1], C_grid=[1.0])
+    metrics = linear.evaluate_features(x, [0, 1, 0, 1], x, [0, 1, 0, 1], C_grid=[1.0])
     assert metrics["best_C"] == 1.0 and metrics["acc1"] == 1.0
 
 
@@ -325,11 +328,11 @@ def test_linear_probe_on_model_with_feature_fn():
         seen.append(batch.shape[0])
         return batch.flatten(1)
 
-    metrics = linear.evaluate_model(model, images, y, images, y, batch_size=16,
-                                    feature_fn=pre_projection, normalize=False)
+    em, data = in_memory(model, tokenize, (images, y), train=(images, y), image_features=pre_projection)
+    metrics = linear.evaluate(em, data, batch_size=16)[0].metrics
     assert metrics["acc1"] == 1.0
     assert seen == [16, 16, 8, 16, 16, 8]  # train then test, in batches
-    assert linear.evaluate_model(model, images, y, images, y)["acc1"] == 1.0
+    assert linear.evaluate(*in_memory(model, tokenize, (images, y), train=(images, y)))[0].metrics["acc1"] == 1.0
     assert model.training
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from _eval_data import in_memory
 from _eval_runs import HAVE_EVAL_EXTRA, evaluated_runs
 from lipkit.checkpoint import load_run
 from lipkit.cli import main
@@ -22,7 +23,8 @@ from lipkit.eval.errors import EvalError
 from lipkit.eval.features import embed_images
 from lipkit.eval.models import from_lipkit_run, load_model_spec
 from lipkit.eval.results import RECORD_KEYS
-from lipkit.eval.runner import evaluate_model, parse_tasks
+from lipkit.eval.registry import parse_tasks
+from lipkit.eval.runner import evaluate_model
 from lipkit.eval.sources import load_prompts
 from lipkit.models import LIPModel
 
@@ -77,17 +79,18 @@ def test_runner_numbers_match_the_task_modules_called_directly(xclip_run):
     images, labels = normalize(test_images[:300]), torch.tensor(test_labels[:300])
     from lipkit.data import fashion_mnist_prompts
     prompts = fashion_mnist_prompts()
-    direct = zeroshot.evaluate(model, tokenizer, images, labels, prompts.class_names, prompts.templates)
+    direct = zeroshot.evaluate(*in_memory(model, tokenizer, (images, labels), class_names=prompts.class_names,
+                                          templates=prompts.templates))[0].metrics
     assert m[("fashion-mnist", "zeroshot_classification")] == pytest.approx(direct)
 
     train_images, train_labels = load_fashion_mnist("train")
     train_x = embed_images(model, normalize(train_images[:400]), 100, normalize=False, feature_fn=model.vision)
     test_x = embed_images(model, images, 100, normalize=False, feature_fn=model.vision)
-    probe = linear.evaluate(train_x, train_labels[:400], test_x, labels, seed=cfg.train.seed)
+    probe = linear.evaluate_features(train_x, train_labels[:400], test_x, labels, seed=cfg.train.seed)
     lin = m[("fashion-mnist", "linear_probe")]
     assert lin["acc1"] == pytest.approx(probe["acc1"]) and lin["best_C"] == probe["best_C"]
     assert lin["features"] == "pre" and lin["train_samples"] == 400
-    near = knn.evaluate(train_x, train_labels[:400], test_x, labels)
+    near = knn.evaluate_features(train_x, train_labels[:400], test_x, labels)
     assert m[("fashion-mnist", "knn_classification")]["acc1"] == pytest.approx(near["acc1"])
     if HAVE_EVAL_EXTRA:  # clean OOD set == the test set here (ood_limit = test_limit = 300)
         ood = m[("fashion-mnist-c", "ood_classification")]

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _eval_data import in_memory
 from lipkit.eval import collapse, knn, linear, ood, retrieval, text
 from lipkit.eval.errors import EvalError
 from lipkit.eval.metrics import stable_topk
@@ -32,7 +33,8 @@ def test_retrieval_by_hand_with_ties_several_and_duplicate_captions():
     # text b: i0 0, i1 1, i2 .707; hits {i0} -> i1 and i2 come first -> rank 3
     # text c: hits {i1} -> rank 1
     assert t2i.tolist() == [1, 3, 1]
-    metrics = retrieval.evaluate(R_IMAGES, R_TEXTS, R_TEXT_IMAGE, R_CAPTIONS, recall_at=(1, 2, 5))
+    metrics = retrieval.rank_metrics(*retrieval.retrieval_ranks(R_IMAGES, R_TEXTS, R_TEXT_IMAGE, R_CAPTIONS),
+                                     recall_at=(1, 2, 5))
     assert metrics == {
         "image_retrieval_recall@1": pytest.approx(2 / 3), "image_retrieval_recall@2": pytest.approx(2 / 3),
         "image_retrieval_recall@5": 1.0,
@@ -118,7 +120,8 @@ def test_retrieval_flatten_and_embed_model_embed_each_text_once():
     table = {"x": [1.0, 0.0], "y": [0.7, 0.7], "z": [0.0, 1.0]}
     tokenize = lambda ts: torch.tensor([table[t] for t in ts])  # noqa: E731
     images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])[:, None, None, :]
-    metrics = retrieval.evaluate_model(Fake(), tokenize, images, [["x", "y"], ["z"], ["x"]])
+    [result] = retrieval.evaluate(*in_memory(Fake(), tokenize, (images, None, [["x", "y"], ["z"], ["x"]])))
+    metrics = result.metrics
     assert Fake.seen == [3]  # x, y, z: the second "x" is not embedded again
     # image 0 (1,0) -> x; image 1 (0,1) -> z (y is .707); image 2 (1,.1) -> x: all rank 1
     assert metrics["text_retrieval_recall@1"] == 1.0
@@ -148,7 +151,7 @@ def test_knn_metrics_with_a_class_missing_from_training():
     # q2 (-1,0) label 3 (no training samples) -> t3 -> 2, miss; class 3 can never be predicted
     # q3 (.6,.8) label 1: cos t1 .96, t2 .8, t0 .6 -> t1 -> 1, hit
     queries = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]])
-    metrics = knn.evaluate(KNN_TRAIN, KNN_LABELS, queries, [0, 1, 3, 1], k=1, temperature=0.07,
+    metrics = knn.evaluate_features(KNN_TRAIN, KNN_LABELS, queries, [0, 1, 3, 1], k=1, temperature=0.07,
                            topk=(1, 2))
     assert metrics["acc1"] == pytest.approx(3 / 4)
     # recall: class 0 1/1, class 1 2/2, class 3 0/1 -> 2/3 (class 2 has no test samples)
@@ -174,11 +177,11 @@ def test_knn_nearest_equals_stable_sort_and_chunking():
 
 def test_knn_errors():
     with pytest.raises(ValueError, match="dimensions"):
-        knn.evaluate(KNN_TRAIN, KNN_LABELS, torch.zeros(2, 3), [0, 1])
+        knn.evaluate_features(KNN_TRAIN, KNN_LABELS, torch.zeros(2, 3), [0, 1])
     with pytest.raises(ValueError, match="k must be"):
-        knn.evaluate(KNN_TRAIN, KNN_LABELS, KNN_TRAIN, KNN_LABELS, k=0)
+        knn.evaluate_features(KNN_TRAIN, KNN_LABELS, KNN_TRAIN, KNN_LABELS, k=0)
     with pytest.raises(ValueError, match="NaN"):
-        knn.evaluate(KNN_TRAIN, KNN_LABELS, torch.full((1, 2), float("nan")), [0])
+        knn.evaluate_features(KNN_TRAIN, KNN_LABELS, torch.full((1, 2), float("nan")), [0])
 
 
 # ----------------------------------------------------------------------------- collapse
@@ -186,7 +189,7 @@ def test_collapse_by_hand():
     ln3 = math.log(3)
     image = torch.tensor([[0.0, 0.0], [ln3, 0.0]])  # p = (.5, .5), (.75, .25); argmax 0 (tie), 0
     text = torch.tensor([[0.0, ln3], [0.0, 0.0]])  # p = (.25, .75), (.5, .5); argmax 1, 0 (tie)
-    m = collapse.evaluate(image, text, temperature=1.0)
+    m = collapse.prototype_stats(image, text, temperature=1.0).metrics()
     h = lambda *p: -sum(x * math.log(x) for x in p if x > 0)  # noqa: E731
     ln2 = math.log(2)
     assert m["image_usage_entropy_ratio"] == pytest.approx(h(0.625, 0.375) / ln2)  # mean p
@@ -199,12 +202,12 @@ def test_collapse_by_hand():
     assert m["num_prototypes"] == 2 and m["temperature"] == 1.0
 
     # the two collapses: uniform outputs (per-sample entropy 1) and one prototype for all (usage 0)
-    uniform = collapse.evaluate(torch.zeros(5, 8), torch.zeros(5, 8))
+    uniform = collapse.prototype_stats(torch.zeros(5, 8), torch.zeros(5, 8)).metrics()
     assert uniform["image_sample_entropy_ratio"] == pytest.approx(1.0)
     assert uniform["image_usage_entropy_ratio"] == pytest.approx(1.0)
     one = torch.zeros(5, 8)
     one[:, 3] = 1.0
-    single = collapse.evaluate(one, one, temperature=0.001)
+    single = collapse.prototype_stats(one, one, temperature=0.001).metrics()
     assert single["image_usage_entropy_ratio"] == pytest.approx(0.0, abs=1e-9)
     assert single["image_distinct_prototypes"] == 1 and single["argmax_agreement"] == 1.0
 
@@ -212,9 +215,9 @@ def test_collapse_by_hand():
 def test_collapse_chunked_equals_unchunked_and_usage():
     torch.manual_seed(0)
     image, text = torch.randn(50, 16), torch.randn(50, 16)
-    full = collapse.evaluate(image, text, temperature=0.1, chunk_size=1000)
+    full = collapse.prototype_stats(image, text, temperature=0.1, chunk_size=1000).metrics()
     for chunk in (1, 7):
-        part = collapse.evaluate(image, text, temperature=0.1, chunk_size=chunk)
+        part = collapse.prototype_stats(image, text, temperature=0.1, chunk_size=chunk).metrics()
         assert part.keys() == full.keys()
         for k in full:
             assert part[k] == pytest.approx(full[k], rel=1e-12)
@@ -342,7 +345,7 @@ def test_ood_drop_by_hand():
         "half": (vectors([[2, 1], [1, 3], [0, 1], [2, 1]]), labels),  # 2/4
         "quarter": (vectors([[1, 2], [1, 3], [0, 1], [2, 1]]), labels),  # 1/4
     }
-    m = ood.evaluate(model, vec_tokenize, clean, shifted, names, ["{c}|0"])
+    m = ood.shift_metrics(model, vec_tokenize, clean, shifted, names, ["{c}|0"])
     assert m["zeroshot_clean_acc1"] == 1.0
     assert m["zeroshot_half_acc1"] == 0.5 and m["zeroshot_quarter_acc1"] == 0.25
     assert m["zeroshot_shifted_acc1"] == pytest.approx(0.375)
@@ -353,10 +356,10 @@ def test_ood_drop_by_hand():
     # a probe fitted on the clean features scores the same sets
     x = np.array([[2, 1], [3, 0], [0, 1], [1, 2], [4, 1], [1, 4]], dtype=float)
     probe = linear.fit(x, [0, 0, 1, 1, 0, 1], C_grid=[100.0])
-    both = ood.evaluate(model, vec_tokenize, clean, shifted, names, ["{c}|0"], probe=probe)
+    both = ood.shift_metrics(model, vec_tokenize, clean, shifted, names, ["{c}|0"], probe=probe)
     assert both["linear_clean_acc1"] == 1.0
     assert both["linear_half_acc1"] == probe.evaluate(shifted["half"][0].flatten(1), labels)["acc1"]
-    probe_only = ood.evaluate(model, vec_tokenize, clean, shifted, probe=probe)
+    probe_only = ood.shift_metrics(model, vec_tokenize, clean, shifted, probe=probe)
     assert set(probe_only) == {k for k in both if k.startswith("linear")}
 
 
@@ -374,7 +377,7 @@ def test_few_shot_indices_and_probe():
     x = np.concatenate([rng.normal(size=(30, 4)) + 6 * np.eye(4)[c] for c in range(3)])
     y = np.repeat(np.arange(3), 30)
     # k = 2: one sample per class to fit, one to validate (at least one goes to validation)
-    m = linear.evaluate(x, y, x, y, few_shot_k=2)
+    m = linear.evaluate_features(x, y, x, y, few_shot_k=2)
     assert m["acc1"] > 0.9
     probe = linear.fit(x, y, few_shot_k=2)
     assert probe.pipeline[-1].coef_.shape == (3, 4)
@@ -385,17 +388,23 @@ def test_model_level_knn_and_collapse_match_the_tensor_level():
     model = VectorModel(3)
     train_x, test_x = torch.randn(40, 1, 1, 6), torch.randn(10, 1, 1, 6)
     train_y, test_y = torch.randint(0, 3, (40,)), torch.randint(0, 3, (10,))
-    direct = knn.evaluate(train_x.flatten(1), train_y, test_x.flatten(1), test_y, k=5)
-    assert knn.evaluate_model(model, train_x, train_y, test_x, test_y, batch_size=7, k=5) == direct
+    direct = knn.evaluate_features(train_x.flatten(1), train_y, test_x.flatten(1), test_y, k=5)
+    em, data = in_memory(model, vec_tokenize, (test_x, test_y), train=(train_x, train_y))
+    # the record also says which neighbours and features it used
+    assert knn.evaluate(em, data, batch_size=7, knn_k=5)[0].metrics == \
+        direct | {"k": 5, "temperature": 0.07, "features": "post"}
 
     proto = torch.randn(6, 8)
     image_fn = lambda x: x.flatten(1) @ proto  # noqa: E731
     text_fn = lambda t: F.one_hot(t[:, 0], 8).float()  # noqa: E731
     captions = [str(i % 3) for i in range(10)]
-    metrics, usage = collapse.evaluate_model(image_fn, text_fn, model, vec_tokenize, test_x, captions,
-                                             num_prototypes=8, batch_size=4)
+    em, data = in_memory(model, vec_tokenize, (test_x, None, [[c] for c in captions]),
+                         image_features=lambda x: x.flatten(1), image_prototype_head=lambda f: f @ proto,
+                         text_prototypes=text_fn, num_prototypes=8)
+    [result] = collapse.evaluate(em, data, batch_size=4)
+    metrics, usage = result.metrics, result.details
     tokens = vec_tokenize(captions)
-    assert metrics == pytest.approx(collapse.evaluate(image_fn(test_x), text_fn(tokens)))
+    assert metrics == pytest.approx(collapse.prototype_stats(image_fn(test_x), text_fn(tokens)).metrics())
     assert usage["text_argmax_counts"] == [4, 3, 3, 0, 0, 0, 0, 0]
 
 
@@ -406,35 +415,35 @@ def test_collapse_information_and_nmi_by_hand():
     # a collapsed constant output, one-hot or soft: I = 0 whatever its shape, NMI = 0
     for row in ([9.0, 0.0, 0.0, 0.0], [0.3, 0.2, 0.1, 0.0]):
         const = torch.tensor([row] * 6)
-        m = collapse.evaluate(const, const, temperature=1.0, labels=labels, num_classes=3)
+        m = collapse.prototype_stats(const, const, temperature=1.0, labels=labels, num_classes=3).metrics()
         assert m["image_mutual_information_ratio"] == pytest.approx(0.0, abs=1e-12)
         assert m["image_label_nmi"] == 0.0 and m["image_distinct_prototypes"] == 1
     # uniform outputs: I = 0 (H(p_bar) = mean H(p) = log K), though H(p_bar)/log K = 1
-    m = collapse.evaluate(torch.zeros(6, 4), torch.zeros(6, 4), labels=labels)
+    m = collapse.prototype_stats(torch.zeros(6, 4), torch.zeros(6, 4), labels=labels).metrics()
     assert m["image_mutual_information_ratio"] == pytest.approx(0.0, abs=1e-12)
     assert m["image_usage_entropy_ratio"] == pytest.approx(1.0)
     # a perfect, confident clustering of 3 classes on 3 of K = 4 prototypes: I = log 3 = log min(K, C)
     hot = torch.full((6, 4), -1e4)
     hot[torch.arange(6), labels] = 0.0
-    m = collapse.evaluate(hot, hot, temperature=1.0, labels=labels, num_classes=3)
+    m = collapse.prototype_stats(hot, hot, temperature=1.0, labels=labels, num_classes=3).metrics()
     assert m["image_mutual_information_ratio"] == pytest.approx(1.0, rel=1e-9)
     assert m["image_label_nmi"] == pytest.approx(1.0) and m["argmax_agreement"] == 1.0
     # the same clustering with the prototypes renumbered: equal NMI and I
     permuted = hot[:, [2, 3, 0, 1]]
-    p = collapse.evaluate(permuted, hot, temperature=1.0, labels=labels, num_classes=3)
+    p = collapse.prototype_stats(permuted, hot, temperature=1.0, labels=labels, num_classes=3).metrics()
     assert p["image_label_nmi"] == pytest.approx(1.0) and p["argmax_agreement"] == 0.0
     assert p["image_mutual_information_ratio"] == pytest.approx(1.0, rel=1e-9)
     # two classes merged on one prototype: argmax (0, 0, 0, 0, 1, 1) vs classes (0, 0, 1, 1, 2, 2)
     merged = hot.clone()
     merged[2:4] = hot[0]
-    m = collapse.evaluate(merged, merged, temperature=1.0, labels=labels, num_classes=3)
+    m = collapse.prototype_stats(merged, merged, temperature=1.0, labels=labels, num_classes=3).metrics()
     h_u, h_v, mi = collapse_h(4 / 6, 2 / 6), ln3, ln3 - (4 / 6) * math.log(2)
     assert m["image_label_nmi"] == pytest.approx(mi / ((h_u + h_v) / 2), rel=1e-9)
     assert m["image_mutual_information_ratio"] == pytest.approx(h_u / ln3, rel=1e-9)
     from sklearn.metrics import normalized_mutual_info_score
     assert m["image_label_nmi"] == pytest.approx(normalized_mutual_info_score(labels, [0, 0, 0, 0, 1, 1]))
     # without labels: no NMI, I over log K
-    m = collapse.evaluate(hot, hot, temperature=1.0)
+    m = collapse.prototype_stats(hot, hot, temperature=1.0).metrics()
     assert "image_label_nmi" not in m and m["image_mutual_information_ratio"] == pytest.approx(ln3 / math.log(4))
 
 
@@ -447,7 +456,7 @@ def test_collapse_nmi_streams_over_chunks_like_sklearn():
     g = torch.Generator().manual_seed(3)
     labels = torch.randint(0, 5, (300,), generator=g)
     logits = torch.randn(300, 12, generator=g) + 3 * torch.nn.functional.one_hot(labels * 2, 12)
-    m = collapse.evaluate(logits, logits.flip(1), labels=labels, num_classes=5, chunk_size=7)
+    m = collapse.prototype_stats(logits, logits.flip(1), labels=labels, num_classes=5, chunk_size=7).metrics()
     assert m["image_label_nmi"] == pytest.approx(normalized_mutual_info_score(labels, logits.argmax(1)), rel=1e-9)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
-        collapse.evaluate(logits, logits, labels=labels + 1, num_classes=5)
+        collapse.prototype_stats(logits, logits, labels=labels + 1, num_classes=5).metrics()

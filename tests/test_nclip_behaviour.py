@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lipkit.config import NClipObjectiveConfig, PrototypeHeadConfig
-from lipkit.eval.collapse import evaluate as collapse_metrics
+from lipkit.eval.collapse import prototype_stats
 from lipkit.models.heads import PrototypeHead
 from lipkit.objectives.nclip import NClipObjective
 
@@ -67,8 +67,8 @@ def train_toy(nclip: dict, batch_norm: bool = True, caption_noise: float = 0.0, 
     images, tokens, labels = data.batch(2000)  # held out, clean captions
     with torch.no_grad():
         out = protos(images, tokens)
-    return collapse_metrics(out["image_protos"], out["text_protos"], temperature=objective.cfg.temperature,
-                            labels=labels, num_classes=C)
+    return prototype_stats(out["image_protos"], out["text_protos"], temperature=objective.cfg.temperature,
+                           labels=labels, num_classes=C).metrics()
 
 
 @pytest.fixture(scope="module", autouse=True)

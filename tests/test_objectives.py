@@ -3,14 +3,15 @@
 The reference formulas below use explicit loops or numpy, never the library's helpers."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from lipkit.config import ConfigError, ObjectiveConfig
+from _objectives import objective, random_outputs, ref_infonce
+from lipkit.config import ConfigError, NClipObjectiveConfig, ObjectiveConfig, load_config
 from lipkit.objectives import (
     HEAD_CLIP,
     HEAD_PROTOTYPES,
@@ -21,42 +22,11 @@ from lipkit.objectives.clip import ClipObjective
 from lipkit.objectives.composite import WeightedSum
 from lipkit.objectives.nclip import NClipObjective, sinkhorn
 
-B, D, K = 6, 5, 7
-
-
-def make_outputs(seed: int = 0, b: int = B, requires_grad: bool = False) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = {
-        "image_embeds": F.normalize(torch.randn(b, D, generator=g, dtype=torch.float64), dim=-1),
-        "text_embeds": F.normalize(torch.randn(b, D, generator=g, dtype=torch.float64), dim=-1),
-        "logit_scale": torch.tensor(7.5, dtype=torch.float64),
-        "image_protos": torch.rand(b, K, generator=g, dtype=torch.float64) * 2 - 1,
-        "text_protos": torch.rand(b, K, generator=g, dtype=torch.float64) * 2 - 1,
-    }
-    if requires_grad:
-        for v in out.values():
-            v.requires_grad_(True)
-    return out
-
-
-def objective(name: str, **sections) -> torch.nn.Module:
-    cfg = ObjectiveConfig(name=name)
-    for section, fields in sections.items():
-        for key, value in fields.items():
-            setattr(getattr(cfg, section), key, value)
-    return build_objective(cfg)
+B, K = 6, 7
+make_outputs = functools.partial(random_outputs, b=B, k=K)
 
 
 # ----------------------------------------------------------------------------- references
-def ref_infonce(a: np.ndarray, b: np.ndarray, s: float) -> float:
-    """mean_i -log( exp(s a_i.b_i) / sum_j exp(s a_i.b_j) ), one row at a time."""
-    total = 0.0
-    for i in range(len(a)):
-        logits = [s * float(np.dot(a[i], b[j])) for j in range(len(b))]
-        total += -(logits[i] - math.log(sum(math.exp(x) for x in logits)))
-    return total / len(a)
-
-
 def ref_softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
@@ -135,11 +105,15 @@ def test_clip_gradient_matches_hand_written_loss():
         torch.testing.assert_close(out[key].grad, ref[key].grad)
 
 
-def test_losses_are_fp32_for_low_precision_inputs():
-    out = {k: v.to(torch.bfloat16) for k, v in make_outputs().items()}
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_losses_are_fp32_for_low_precision_inputs(dtype):
+    # every term, not only the sum: forward promotes the sum whatever precision the terms are in
+    out = {k: v.to(dtype) for k, v in make_outputs().items()}
     for name in available_objectives():
-        res = build_objective(ObjectiveConfig(name=name))(out)
-        assert res["loss"].dtype == torch.float32, name
+        for balance in ("memax", "sinkhorn", "center"):
+            res = build_objective(ObjectiveConfig(name=name, nclip=NClipObjectiveConfig(balance=balance)))(out)
+            terms = {k: v.dtype for k, v in res.items() if k.endswith("loss")}
+            assert len(terms) > 1 and set(terms.values()) == {torch.float32}, (name, balance, terms)
 
 
 # ----------------------------------------------------------------------------- nCLIP
@@ -442,6 +416,22 @@ def test_registry_builds_each_objective_with_its_heads():
     assert set(heads) <= set(available_objectives())
     for name, expected in heads.items():
         assert build_objective(ObjectiveConfig(name=name)).required_heads == expected
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("clip", "direction_reduction", "max"), ("nclip", "balance", "sinkhorn-memax"), ("clip_reg", "form", "cos"),
+    ("clip_reg", "pairs", "all"), ("cyclip", "reduction", "sum"),
+])
+def test_a_bad_choice_set_in_code_is_the_config_error_parsing_gives(section, key, value):
+    message = f"objective.{section}.{key}: expected one of"
+    with pytest.raises(ConfigError, match=message) as parsed:
+        load_config(None, [f"objective.{section}.{key}={value}"])
+    with pytest.raises(ConfigError) as changed:  # a field changed after the config was made
+        objective(section, **{section: {key: value}})
+    assert str(changed.value) == str(parsed.value)
+    built = type(getattr(ObjectiveConfig(), section))(**{key: value})  # a section made with the value
+    with pytest.raises(ConfigError, match=message):
+        build_objective(ObjectiveConfig(**{section: built}))
 
 
 def test_registry_unknown_name_is_a_config_error_listing_objectives():

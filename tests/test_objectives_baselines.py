@@ -3,6 +3,7 @@
 multi-process parity for all three is in test_objectives_distributed.py."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -10,43 +11,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import _objectives
+from _objectives import D, random_outputs, ref_infonce_sym
 from lipkit.config import ConfigError, ObjectiveConfig, load_config
-from lipkit.objectives import HEAD_CLIP, available_objectives, build_objective
+from lipkit.objectives import HEAD_CLIP, available_objectives
 from lipkit.objectives.siglip import SigLipObjective
 
-B, D = 8, 5
-
-
-def make_outputs(seed: int = 0, b: int = B, requires_grad: bool = False) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = {
-        "image_embeds": F.normalize(torch.randn(b, D, generator=g, dtype=torch.float64), dim=-1),
-        "text_embeds": F.normalize(torch.randn(b, D, generator=g, dtype=torch.float64), dim=-1),
-        "logit_scale": torch.tensor(7.5, dtype=torch.float64),
-    }
-    if requires_grad:
-        for v in out.values():
-            v.requires_grad_(True)
-    return out
+B = 8
+make_outputs = functools.partial(random_outputs, b=B)
 
 
 def objective(name: str, **sections) -> torch.nn.Module:
-    cfg = ObjectiveConfig(name=name)
-    for section, fields in sections.items():
-        for key, value in fields.items():
-            setattr(getattr(cfg, section), key, value)
-    return build_objective(cfg).double()
-
-
-def ref_infonce_sym(zi: np.ndarray, zt: np.ndarray, s: float) -> float:
-    def one_way(a, b):
-        total = 0.0
-        for i in range(len(a)):
-            logits = [s * float(a[i] @ b[j]) for j in range(len(b))]
-            total += math.log(sum(math.exp(x) for x in logits)) - logits[i]
-        return total / len(a)
-
-    return (one_way(zi, zt) + one_way(zt, zi)) / 2
+    return _objectives.objective(name, **sections).double()  # SigLIP's scale and bias in float64, as the outputs
 
 
 # ----------------------------------------------------------------------------- registry

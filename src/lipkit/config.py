@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lipkit.typed_config import check_choices
 from lipkit.typed_config import ConfigError, from_mapping, to_dict  # noqa: F401  (part of this module's API)
 from lipkit.yaml_loader import parse_yaml, read_yaml
 
@@ -169,6 +170,16 @@ class ObjectiveConfig:
     siglip: SigLipObjectiveConfig = field(default_factory=SigLipObjectiveConfig)
     cyclip: CyClipObjectiveConfig = field(default_factory=CyClipObjectiveConfig)
     square: SquareObjectiveConfig = field(default_factory=SquareObjectiveConfig)
+
+    def validate(self) -> None:
+        """One-line ConfigErrors for what parsing checks (the choices, again for a config built or
+        changed in code) and for what it cannot (ranges); `build_objective` calls this."""
+        check_choices(self, "objective")
+        if not self.siglip.init_scale > 0:
+            raise ConfigError(f"objective.siglip.init_scale: must be > 0, got {self.siglip.init_scale}")
+        if self.siglip.chunk_size < 0:
+            raise ConfigError(f"objective.siglip.chunk_size: must be >= 0 (0 = no chunking), "
+                              f"got {self.siglip.chunk_size}")
 
 
 # --------------------------------------------------------------------------- data

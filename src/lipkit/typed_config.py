@@ -5,7 +5,7 @@ the expected type. A field may carry `metadata={"key": ...}` to use another name
 `lambda`, a Python keyword), and `metadata={"recorded_default": v}` for a field added after runs
 were recorded: a config a run wrote before the field existed (`recorded=True`) means `v` by its
 absence, whatever the new default. Supported field types: nested dataclasses, Literal, list, bool, int,
-float, str."""
+float, str. `check_choices` makes the Literal check on a dataclass built in code."""
 from __future__ import annotations
 
 import dataclasses
@@ -87,6 +87,19 @@ def from_mapping(cls: type, data: dict, path: str = "", recorded: bool = False) 
             elif key not in data and dataclasses.is_dataclass(hints[f.name]):
                 kwargs[f.name] = from_mapping(hints[f.name], {}, f"{path}.{key}" if path else key, recorded=True)
     return cls(**kwargs)
+
+
+def check_choices(cfg: Any, path: str = "") -> None:
+    """The ConfigError parsing raises, for the first Literal field of dataclass `cfg` (or of a
+    section in it) whose value is not one of its choices: a config built or changed in code."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        full = f"{path}.{_key_of(f)}" if path else _key_of(f)
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_choices(value, full)
+        elif typing.get_origin(hints[f.name]) is Literal:
+            _coerce(value, hints[f.name], full)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# Kept here (not imported from lipkit.eval) so that `lipkit --help` stays cheap.
-EVAL_TASKS = ("zeroshot", "linear", "ood", "retrieval", "knn", "text", "collapse")
+from lipkit.eval.registry import TASKS, parse_tasks  # without torch: `lipkit --help` stays cheap
 
 
 def run(args: argparse.Namespace) -> int:
-    from lipkit.eval.runner import evaluate_spec, parse_tasks, summary_table
+    from lipkit.eval.runner import evaluate_spec, summary_table
     from lipkit.writable import check_writable
 
     tasks = parse_tasks(args.tasks)
@@ -43,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--shift", metavar="PATH_OR_NAME",
                    help="a dataset with the same classes as a shifted test set: the ood task reports "
                         "clean, shifted and drop")
-    p.add_argument("--tasks", default=",".join(EVAL_TASKS), help=f"comma-separated: {', '.join(EVAL_TASKS)}")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated: {', '.join(TASKS)}")
     p.add_argument("--out", help="JSON file: a list of records in CLIP_benchmark's schema "
                                  "(curves and histograms go to FILE.details.json)")
     p.add_argument("--out-dir", help="folder: one CLIP_benchmark JSON per (model, dataset, task)")

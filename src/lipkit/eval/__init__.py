@@ -1,60 +1,48 @@
-"""Evaluation tasks. Each takes a model with `encode_image` / `encode_text` (lipkit's or
-open_clip's) and returns a flat metrics dict; `results` writes them in CLIP_benchmark's schema.
+"""Evaluation: one module per task, each with the entry `lipkit eval` calls,
 
-    from lipkit.eval import zeroshot, linear, knn, retrieval, ood, text, collapse
-    zeroshot.evaluate(model, tokenize, images, labels, classnames, templates)
-    linear.evaluate(train_features, train_labels, test_features, test_labels)
-    knn.evaluate(train_features, train_labels, test_features, test_labels, k=20)
-    retrieval.evaluate(image_embeds, text_embeds, text_image, captions)
-    ood.evaluate(model, tokenize, clean, shifted, classnames, templates, probe=...)
-    text.evaluate(model, tokenize, word_pairs=..., captions=...)
-    collapse.evaluate(image_prototype_logits, text_prototype_logits, temperature=0.1)
+    evaluate(model, data, *, cache=None, **settings) -> list[TaskResult]
 
-`lipkit.eval.runner` runs them on a run directory or an open_clip model (`lipkit eval`), on
-the datasets `open_dataset` opens: a built-in name, or a path to labelled images (class
-folders, a CSV/TSV/JSONL table, WebDataset shards in CLIP_benchmark's layout).
+    from lipkit.eval import knn, load_model_spec, open_dataset, zeroshot
+    model = load_model_spec("runs/clip")  # an EvalModel; from_open_clip wraps an open_clip model
+    data = open_dataset("photos/", model.eval)  # EvalData: name, class names, templates, splits
+    [result] = zeroshot.evaluate(model, data, batch_size=256)  # result.metrics["acc1"]
+    [result] = knn.evaluate(model, data, knn_k=5)
 
-    open_dataset("photos/", EvalConfig())  # EvalData: name, class_names, templates, train, test
+Tasks (`registry.TASKS`): zeroshot, linear, ood, retrieval, knn, text, collapse. `model` bundles
+anything with `encode_image` / `encode_text` (lipkit's or open_clip's) with its tokenizer,
+preprocessing and the eval.* settings; `settings` change those for one call. A `TaskResult` is one
+CLIP_benchmark record's dataset, task and metrics (plus curves and histograms for the report);
+`results` writes records. A task that does not apply to the data (no labels, no captions, no
+prototype heads) raises `TaskSkipped`. `cache` is a `Context`: it embeds each image set once and
+fits the linear probe once, whichever tasks ask; `runner` (`lipkit eval`) passes one context to
+every task on a dataset. Each module also has the task on features or logits you already have
+(`linear.evaluate_features`, `knn.evaluate_features`, `retrieval.retrieval_ranks`,
+`collapse.prototype_stats`, ...).
+
+Datasets (`sources.open_dataset`): a built-in name, or a path to labelled images (class folders, a
+CSV/TSV/JSONL table, WebDataset shards in CLIP_benchmark's layout: `layouts`, `user_data`), read
+in batches (`images`). The package face loads its modules on first use, so `lipkit --help` reads
+the task names from `registry` without importing torch.
 """
-from . import collapse, knn, linear, metrics, ood, retrieval, text, zeroshot
-from .features import embed_images, embed_texts, eval_mode
-from .linear import evaluate as evaluate_linear_probe
-from .linear import evaluate_model as evaluate_linear_probe_model
-from .metrics import classification_metrics
-from .results import (
-    format_table,
-    read_results,
-    record_row,
-    result_record,
-    write_results,
-)
-from .sources import EvalData, Split, open_dataset
-from .zeroshot import evaluate as evaluate_zeroshot
-from .zeroshot import zeroshot_classifier
+import importlib
 
-__all__ = [
-    "EvalData",
-    "Split",
-    "classification_metrics",
-    "collapse",
-    "embed_images",
-    "embed_texts",
-    "eval_mode",
-    "evaluate_linear_probe",
-    "evaluate_linear_probe_model",
-    "evaluate_zeroshot",
-    "format_table",
-    "knn",
-    "linear",
-    "metrics",
-    "ood",
-    "open_dataset",
-    "read_results",
-    "record_row",
-    "result_record",
-    "retrieval",
-    "text",
-    "write_results",
-    "zeroshot",
-    "zeroshot_classifier",
-]
+from .registry import TASKS
+
+_HOMES = {  # name -> the module that defines it
+    "Context": "context", "EvalData": "sources", "EvalModel": "models", "Split": "sources",
+    "TaskResult": "results", "TaskSkipped": "errors", "classification_metrics": "metrics",
+    "embed_images": "features", "embed_texts": "features", "eval_mode": "features",
+    "format_table": "results", "from_open_clip": "models", "load_model_spec": "models",
+    "open_dataset": "sources", "read_results": "results", "record_row": "results",
+    "result_record": "results", "write_results": "results", "zeroshot_classifier": "zeroshot",
+}
+
+__all__ = ["TASKS", *TASKS, *_HOMES]
+
+
+def __getattr__(name: str):
+    if name in TASKS:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,16 +20,21 @@ p_i = softmax(logits_i / temperature):
   match one to one (whatever the prototype numbering), 0 when the argmax says nothing of the class.
 
 Everything accumulates chunk by chunk (`PrototypeStats.update`), so a dataset of any size is
-one pass. Argmax ties go to the lower prototype index.
+one pass. Argmax ties go to the lower prototype index. `evaluate(model, data)` is the task;
+`prototype_stats` the same on prototype logits you already have.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
-from .features import eval_mode, model_device
+from .context import Context
+from .errors import TaskSkipped
+from .models import EvalModel
+from .registry import PROTOTYPE_COLLAPSE
+from .results import TaskResult
+from .sources import EvalData
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -150,48 +155,42 @@ class PrototypeStats:
                 "text_argmax_counts": self.text.argmax_counts.tolist()}
 
 
-def evaluate(image_logits: torch.Tensor, text_logits: torch.Tensor, *, temperature: float = 0.1,
-             labels: torch.Tensor | None = None, num_classes: int = 0, chunk_size: int = 4096) -> dict[str, float]:
-    """The diagnostics of paired prototype logits [N, K] (see the module docstring); `labels`
-    [N] in [0, num_classes) add the label NMI (num_classes defaults to max label + 1)."""
+def prototype_stats(image_logits: torch.Tensor, text_logits: torch.Tensor, *, temperature: float = 0.1,
+                    labels=None, num_classes: int = 0, num_prototypes: int = 0, chunk_size: int = 4096
+                    ) -> PrototypeStats:
+    """The diagnostics of paired prototype logits [N, K] (`.metrics()`, `.usage()`); `labels` [N]
+    in [0, num_classes) add the label NMI (num_classes 0: the largest label + 1). A ValueError
+    when K is not `num_prototypes` (0: any K)."""
     image_logits, text_logits = torch.as_tensor(image_logits), torch.as_tensor(text_logits)
     if image_logits.ndim != 2 or image_logits.shape[0] == 0:
         raise ValueError(f"image_logits must be [N, K] with N > 0, got {tuple(image_logits.shape)}")
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.long)
         num_classes = num_classes or int(labels.max()) + 1
-    stats = PrototypeStats(image_logits.shape[1], temperature, num_classes if labels is not None else 0)
+    stats = PrototypeStats(num_prototypes or image_logits.shape[1], temperature,
+                           num_classes if labels is not None else 0)
     for start in range(0, image_logits.shape[0], chunk_size):
         stop = start + chunk_size
         stats.update(image_logits[start:stop], text_logits[start:stop],
                      None if labels is None else labels[start:stop])
-    return stats.metrics()
+    return stats
 
 
-PrototypeFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def evaluate_model(image_prototypes: PrototypeFn, text_prototypes: PrototypeFn, model,
-                   tokenize, images: torch.Tensor, captions: list[str], *,
-                   num_prototypes: int, temperature: float = 0.1, batch_size: int = 256,
-                   labels: torch.Tensor | None = None, num_classes: int = 0,
-                   ) -> tuple[dict[str, float], dict[str, list[int]]]:
-    """Run the prototype functions (images -> [B, K], tokens -> [B, K]) over (image, caption)
-    pairs in batches; returns (metrics, usage histograms). With `labels` (and `num_classes`,
-    default max label + 1) the metrics include the label NMI."""
-    if len(captions) != len(images):
-        raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.long)
-        num_classes = num_classes or int(labels.max()) + 1
-    stats = PrototypeStats(num_prototypes, temperature, num_classes if labels is not None else 0)
-    device = model_device(model)
-    with eval_mode(model):
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size]
-            tokens = tokenize(captions[start:start + batch_size])
-            if device is not None:
-                x, tokens = x.to(device), tokens.to(device)
-            stats.update(image_prototypes(x).float(), text_prototypes(tokens).float(),
-                         None if labels is None else labels[start:start + batch_size])
-    return stats.metrics(), stats.usage()
+def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
+             ) -> list[TaskResult]:
+    """The diagnostics over `data`'s test images and one caption of each, for a model with
+    prototype heads: one prototype_collapse result (the module docstring lists its metrics; the
+    label NMI when the data has labels); details: the argmax count of each prototype. Needs a
+    caption for every image."""
+    ctx = Context.of(model, data, cache, settings)
+    ctx.require("collapse", captions=True)
+    em, d = ctx.em, ctx.data
+    if None in (em.image_features, em.image_prototype_head, em.text_prototypes):
+        raise TaskSkipped("collapse", d.name, "the model has no prototype heads")
+    captions = d.test.caption
+    image_logits = ctx.apply(em.image_prototype_head, ctx.tower("test"))
+    text_logits = ctx.embed_texts(captions, feature_fn=em.text_prototypes)
+    stats = prototype_stats(image_logits, text_logits, temperature=em.prototype_temperature, labels=d.test.labels,
+                            num_classes=len(d.class_names or []), num_prototypes=em.num_prototypes,
+                            chunk_size=ctx.batch_size)
+    return [TaskResult(d.name, PROTOTYPE_COLLAPSE, stats.metrics(), stats.usage())]

@@ -1,42 +1,55 @@
 """What the tasks on one dataset share: each image set embedded once, the probe fitted once.
 
+Every task's `evaluate(model, data, *, cache=None, **settings)` runs in a `Context`
+(`Context.of`): the `cache` `lipkit eval` passes to all the tasks on one dataset, or a new one.
 `Context.split(name)` embeds a split of the `EvalData` ("train", "test", "shift") the first
 time it is asked for, batch by batch (`images.image_batches`), and keeps only the embeddings
 and probe features. Images that cannot be read are dropped from the split then, and counted
 in `data.skipped`, so every task after that sees the same images. `prepare(tasks)` does this
 up front for the splits the tasks read. An embedding `store` passed to several contexts
 (several datasets evaluated with one model) embeds a split shared by them, e.g. the probes'
-training set of `--dataset-train`, once.
+training set of `--dataset-train`, once. `once(fn)` keeps what tasks share beyond embeddings
+(the fitted linear probe).
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import linear
-from .errors import EvalError
-from .features import embed_images, eval_mode, model_device
+from lipkit.config import EvalConfig
+
+from .errors import EvalError, TaskSkipped
+from .features import FeatureFn, embed_images, embed_texts, eval_mode, model_device
 from .images import ImageFiles, Images, batch_count, image_batches
 from .models import EvalModel
+from .registry import TASKS
 from .sources import EvalData, Split
 
-# The image splits each task reads (what `prepare` embeds first).
-IMAGE_SPLITS = {"zeroshot": ("test",), "linear": ("train", "test"), "knn": ("train", "test"),
-                "ood": ("train", "test", "shift"), "retrieval": ("test",),
-                "text": ("train", "test"), "collapse": ("test",)}
 SHOWN_SKIPS = 20
+T = TypeVar("T")
 
 
 def note(text: str) -> None:
     """One line for the user, on stderr, without breaking progress bars."""
     tqdm.write(text, file=sys.stderr)
+
+
+def captions_missing(split: Split) -> str:
+    """Why `split` cannot be captioned per image ("" when every image has a caption)."""
+    missing = split.missing_captions()
+    if not missing:
+        return ""
+    return "it has no captions" if missing == len(split) else \
+        f"{missing} of its {len(split)} images have no caption"
 
 
 @dataclass
@@ -59,7 +72,41 @@ class Context:
         self.em, self.data, self.cfg, self.progress = em, data, em.eval, progress
         self.store = {} if store is None else store
         self._encoded: dict[str, Encoded] = {}
-        self._probe: linear.LinearProbe | None = None
+        self._once: dict[Callable, object] = {}
+
+    @classmethod
+    def of(cls, model: EvalModel, data: EvalData, cache: Context | None = None,
+           settings: Mapping[str, object] | None = None) -> Context:
+        """The context a task runs in: `cache` (it must be of this model and data), or a new one,
+        without progress bars, whose eval config is the model's with `settings` changed."""
+        if cache is not None:
+            if cache.em is not model or cache.data is not data or settings:
+                raise EvalError("cache: give the Context of this model and dataset, and no settings "
+                                "(the cache's model holds them)")
+            return cache
+        unknown = sorted(set(settings or {}) - {f.name for f in dataclasses.fields(EvalConfig)})
+        if unknown:
+            raise EvalError(f"unknown eval setting(s) {', '.join(unknown)}; settings are eval.* config fields")
+        if settings:
+            model = dataclasses.replace(model, eval=dataclasses.replace(model.eval, **settings))
+        return cls(model, data, progress=False)
+
+    def require(self, task: str, *, labels: bool = False, class_names: bool = False,
+                probe_classes: bool = False, captions: bool = False) -> None:
+        """TaskSkipped when the data lacks what `task` needs: labels, class names, two or more
+        classes in the probes' training set, a caption for every test image."""
+        d = self.data
+        reason = ""
+        if labels and not d.has_labels:
+            reason = "it has no labels"
+        elif class_names and d.class_names is None:
+            reason = "it has no class names (a classnames.txt beside it, or eval.prompts_path)"
+        elif probe_classes and len(np.unique(d.train.labels)) < 2:
+            reason = "its probe training set has fewer than 2 classes"
+        elif captions:
+            reason = captions_missing(d.test)
+        if reason:
+            raise TaskSkipped(task, d.name, reason)
 
     @property
     def batch_size(self) -> int:
@@ -177,21 +224,29 @@ class Context:
             f"tower {self.data.name} {name}")
         return tower
 
+    def embed_texts(self, texts: list[str], feature_fn: FeatureFn | None = None) -> torch.Tensor:
+        """Embeddings (or `feature_fn` outputs, unnormalised) of `texts`, each distinct text once."""
+        distinct = list(dict.fromkeys(texts))
+        where = {t: i for i, t in enumerate(distinct)}
+        out = embed_texts(self.em.model, self.em.tokenize, distinct, self.batch_size,
+                          normalize=feature_fn is None, feature_fn=feature_fn)
+        return out[torch.tensor([where[t] for t in texts])]
+
     def prepare(self, tasks: Sequence[str]) -> None:
         """Embed the image files of the splits the tasks read, before any task looks at them."""
         start, images = time.perf_counter(), 0
-        for name in dict.fromkeys(s for t in tasks for s in IMAGE_SPLITS[t]):
+        for name in dict.fromkeys(s for t in tasks for s in TASKS[t].image_splits):
             split = getattr(self.data, name)
             if split is not None and isinstance(split.images, ImageFiles):
                 images += len(self.split(name))
         if images and self.progress:
             note(f"{self.data.name}: {images} images embedded in {time.perf_counter() - start:.0f} s")
 
-    def probe(self) -> linear.LinearProbe:
-        if self._probe is None:
-            self._probe = linear.fit(self.features("train"), self.data.train.labels,
-                                     seed=self.em.seed, few_shot_k=self.cfg.few_shot_k)
-        return self._probe
+    def once(self, fn: Callable[[Context], T]) -> T:
+        """fn(self), computed on the first call only (what several tasks share, e.g. a fitted probe)."""
+        if fn not in self._once:
+            self._once[fn] = fn(self)
+        return self._once[fn]
 
     def bar(self, items, desc: str):
         return tqdm(items, desc=desc, leave=False, disable=not self.progress)

@@ -6,8 +6,9 @@ the images of one batch in worker processes and hands the model-ready tensor ove
 holds a few batches of images, never a whole set. An image that cannot be used (missing,
 corrupt, over the pixel limit) is left out of its batch and reported with the batch.
 
-In-memory image sets (a uint8 array or a list of PIL images, the built-in datasets) go through
-the same `image_batches`, preprocessed in this process batch by batch.
+In-memory image sets (a uint8 array or a list of PIL images, the built-in datasets; a tensor of
+model-ready images) go through the same `image_batches`, preprocessed in this process batch by
+batch.
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class ImageFiles:
         return image if self.edit is None else self.edit(image, index)
 
 
-Images = np.ndarray | list[Image.Image] | ImageFiles
+Images = np.ndarray | list[Image.Image] | ImageFiles | torch.Tensor
 
 
 @dataclass

@@ -5,6 +5,7 @@ similar training samples; neighbour j votes for its class with weight exp(cos_j 
 scores are the summed votes, scored with `classification_metrics` (top-k accuracy, mean
 per-class recall). Neighbours tied on similarity rank the lower training index first, and the
 test set is processed in chunks so the similarity matrix never exceeds chunk x N_train.
+`evaluate(model, data)` is the task; `evaluate_features` the same on features you already have.
 """
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from collections.abc import Sequence
 
 import torch
 
-from .features import FeatureFn, embed_images
+from .context import Context
 from .metrics import as_labels, classification_metrics, cosine_scores, to_tensor, unit_rows
+from .models import EvalModel
+from .registry import KNN_CLASSIFICATION
+from .results import TaskResult
+from .sources import EvalData
 
 
 def nearest(sims: torch.Tensor, k: int) -> torch.Tensor:
@@ -60,9 +65,9 @@ def vote_scores(train_features, train_labels, test_features, *, k: int = 20,
     return torch.cat(out)
 
 
-def evaluate(train_features, train_labels, test_features, test_labels, *, k: int = 20,
-             temperature: float = 0.07, topk: Sequence[int] = (1, 5), chunk_size: int = 1024
-             ) -> dict[str, float]:
+def evaluate_features(train_features, train_labels, test_features, test_labels, *, k: int = 20,
+                      temperature: float = 0.07, topk: Sequence[int] = (1, 5), chunk_size: int = 1024
+                      ) -> dict[str, float]:
     """Weighted-kNN accuracy -> {"acc1", "acc5", "mean_per_class_recall"}."""
     train_labels = to_tensor(train_labels)
     test_labels = to_tensor(test_labels)
@@ -74,12 +79,17 @@ def evaluate(train_features, train_labels, test_features, test_labels, *, k: int
     return classification_metrics(scores, test_labels, topk)
 
 
-def evaluate_model(model, train_images: torch.Tensor, train_labels, test_images: torch.Tensor,
-                   test_labels, *, batch_size: int = 256, feature_fn: FeatureFn | None = None,
-                   device=None, **knn_kwargs) -> dict[str, float]:
-    """Embed both image sets with `model.encode_image` (or `feature_fn`) and run `evaluate`."""
-    def embed(images):
-        return embed_images(model, images, batch_size, normalize=True, feature_fn=feature_fn,
-                            device=device)
-    return evaluate(embed(train_images), train_labels, embed(test_images), test_labels,
-                    **knn_kwargs)
+def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
+             ) -> list[TaskResult]:
+    """Weighted kNN of `data`'s test features among its training features (the linear probe's
+    features; eval.knn_k neighbours, eval.knn_temperature): one knn_classification result,
+    {"acc1", "acc5", "mean_per_class_recall", "k", "temperature", "features"}. Needs labels, two
+    classes or more in the training set."""
+    ctx = Context.of(model, data, cache, settings)
+    ctx.require("knn", labels=True, probe_classes=True)
+    c = ctx.cfg
+    metrics = evaluate_features(ctx.features("train"), ctx.data.train.labels, ctx.features("test"),
+                                ctx.data.test.labels, k=c.knn_k, temperature=c.knn_temperature,
+                                chunk_size=c.chunk_size)
+    metrics.update(k=c.knn_k, temperature=c.knn_temperature, features=ctx.feature_kind)
+    return [TaskResult(ctx.data.name, KNN_CLASSIFICATION, metrics)]

@@ -3,7 +3,9 @@
 Features are standardised (statistics of the training set), the inverse regularisation strength
 C (1 / weight decay) is chosen on a stratified validation split of the training set over a log
 grid, and the model is refitted on all training data with that C before scoring the test set.
-`fit` returns the probe itself, so one fit can score several test sets (the OOD task does).
+`fit` returns the probe itself, so one fit can score several test sets: `evaluate(model, data)`,
+the task, fits `train_probe` once per `Context`, and the OOD task scores the same probe.
+`evaluate_features` is the probe on features you already have.
 """
 from __future__ import annotations
 
@@ -20,8 +22,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
-from .features import FeatureFn, embed_images
+from .context import Context
 from .metrics import classification_metrics
+from .models import EvalModel
+from .registry import LINEAR_PROBE
+from .results import TaskResult
+from .sources import EvalData
 
 DEFAULT_C_GRID = tuple(np.logspace(-3, 2, 6).tolist())  # 1e-3, 1e-2, ..., 1e2
 
@@ -170,10 +176,10 @@ def fit(train_features, train_labels, *, val_fraction: float = 0.2,
     return LinearProbe(pipeline, float(best_C), int(y_train.max()) + 1, x_train.shape[1])
 
 
-def evaluate(train_features, train_labels, test_features, test_labels, *,
-             val_fraction: float = 0.2, C_grid: Sequence[float] | None = None, seed: int = 0,
-             max_iter: int = 1000, topk: Sequence[int] = (1, 5), few_shot_k: int = 0,
-             threads: int | None = 1) -> dict[str, float]:
+def evaluate_features(train_features, train_labels, test_features, test_labels, *,
+                      val_fraction: float = 0.2, C_grid: Sequence[float] | None = None, seed: int = 0,
+                      max_iter: int = 1000, topk: Sequence[int] = (1, 5), few_shot_k: int = 0,
+                      threads: int | None = 1) -> dict[str, float]:
     """Linear-probe accuracy -> {"acc1", "acc5", "mean_per_class_recall", "best_C"}.
 
     Features are [N, D] arrays or tensors, labels [N] integer class indices. Metrics follow
@@ -199,13 +205,23 @@ def evaluate(train_features, train_labels, test_features, test_labels, *,
     return metrics
 
 
-def evaluate_model(model, train_images: torch.Tensor, train_labels, test_images: torch.Tensor,
-                   test_labels, *, batch_size: int = 64, feature_fn: FeatureFn | None = None,
-                   normalize: bool = True, device=None, **probe_kwargs) -> dict[str, float]:
-    """Embed both image sets with `model.encode_image` (or `feature_fn`, e.g. pre-projection
-    tower features) and run `evaluate` on the result; `probe_kwargs` go to `evaluate`."""
-    def embed(images):
-        return embed_images(model, images, batch_size, normalize, feature_fn=feature_fn,
-                            device=device)
-    return evaluate(embed(train_images), train_labels, embed(test_images), test_labels,
-                    **probe_kwargs)
+def train_probe(ctx: Context) -> LinearProbe:
+    """The probe on the context's training features; `ctx.once(train_probe)` fits it once for
+    the linear and OOD tasks."""
+    return fit(ctx.features("train"), ctx.data.train.labels, seed=ctx.em.seed, few_shot_k=ctx.cfg.few_shot_k)
+
+
+def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
+             ) -> list[TaskResult]:
+    """The probe fitted on `data`'s training features and scored on its test features: one
+    linear_probe result, {"acc1", "acc5", "mean_per_class_recall", "best_C", "features",
+    "few_shot_k", "train_samples"}. The features are the pooled tower outputs ("pre") when
+    eval.features is pre and the model exposes them, else the embeddings ("post"). Needs labels,
+    two classes or more to train on."""
+    ctx = Context.of(model, data, cache, settings)
+    ctx.require("linear", labels=True, probe_classes=True)
+    probe = ctx.once(train_probe)
+    metrics = probe.evaluate(ctx.features("test"), ctx.data.test.labels)
+    metrics.update(best_C=probe.best_C, features=ctx.feature_kind, few_shot_k=ctx.cfg.few_shot_k,
+                   train_samples=len(ctx.data.train))
+    return [TaskResult(ctx.data.name, LINEAR_PROBE, metrics)]

@@ -50,8 +50,11 @@ class EvalModel:
     # A faster exact path for uint8 arrays (e.g. Fashion-MNIST for a model trained on it).
     preprocess_array: Callable[[np.ndarray], torch.Tensor] | None = None
 
-    def images(self, images: Sequence[Image.Image] | np.ndarray) -> torch.Tensor:
-        """Model-ready batch from PIL images or a uint8 array [N, H, W] / [N, H, W, 3]."""
+    def images(self, images: Sequence[Image.Image] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Model-ready batch from PIL images or a uint8 array [N, H, W] / [N, H, W, 3]; a tensor
+        is model-ready already."""
+        if isinstance(images, torch.Tensor):
+            return images
         if isinstance(images, np.ndarray):
             if self.preprocess_array is not None:
                 return self.preprocess_array(images)

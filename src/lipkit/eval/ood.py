@@ -2,9 +2,11 @@
 and the drop relative to the clean set.
 
 Shifts are any named test sets: ImageNet-C-style corruptions of the clean images (`corrupt`,
-from `imagecorruptions-imaug`: 19 corruptions x severities 1-5) or another domain (Tux Paint
-photos -> cartoons). The zero-shot classifier is built once and the linear probe is fitted once
-on clean training features (`linear.fit`); both then score every shifted set.
+from `imagecorruptions-imaug`: 19 corruptions x severities 1-5), another domain (Tux Paint
+photos -> cartoons) or another dataset with the same classes. The zero-shot classifier is built
+once and the linear probe is fitted once on clean training features (`linear.fit`); both then
+score every shifted set. `evaluate(model, data)` is the task; `shift_metrics` scores any clean
+and shifted sets of model-ready images.
 
 Metrics, for each method m in (zeroshot, linear): `m_clean_acc1`, `m_<shift>_acc1` per shift,
 `m_shifted_acc1` (the mean over shifts), `m_drop` = clean - shifted (accuracy points lost) and
@@ -13,15 +15,23 @@ Metrics, for each method m in (zeroshot, linear): `m_clean_acc1`, `m_<shift>_acc
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 import torch
+from PIL import Image
 
+from .context import Context
 from .errors import EvalError
 from .features import FeatureFn, embed_images
-from .linear import LinearProbe
+from .images import ImageFiles
+from .linear import LinearProbe, train_probe
 from .metrics import classification_metrics
+from .models import EvalModel
+from .registry import OOD_CLASSIFICATION
+from .results import TaskResult
+from .sources import EvalData, Split
 from .zeroshot import zeroshot_classifier
 
 Images = torch.Tensor
@@ -107,12 +117,12 @@ def _summarise(prefix: str, clean: float, shifted: Mapping[str, float]) -> dict[
 Encode = Callable[[Images], tuple[torch.Tensor | None, torch.Tensor | None]]
 
 
-def evaluate(model, tokenize, clean: ShiftedSet, shifted: Mapping[str, ShiftedSet],
-             classnames: Sequence[str] | None = None, templates=None, *,
-             probe: LinearProbe | None = None, probe_feature_fn: FeatureFn | None = None,
-             probe_normalize: bool = False, encode: Encode | None = None,
-             batch_size: int = 256, device=None, progress: Callable | None = None
-             ) -> dict[str, float]:
+def shift_metrics(model, tokenize, clean: ShiftedSet, shifted: Mapping[str, ShiftedSet],
+                  classnames: Sequence[str] | None = None, templates=None, *,
+                  probe: LinearProbe | None = None, probe_feature_fn: FeatureFn | None = None,
+                  probe_normalize: bool = False, encode: Encode | None = None,
+                  batch_size: int = 256, device=None, progress: Callable | None = None
+                  ) -> dict[str, float]:
     """Zero-shot (when `classnames` and `templates` are given) and linear-probe (when a fitted
     `probe` is given, with the features it was fitted on: `probe_feature_fn`, `probe_normalize`)
     accuracy on the clean set and each shifted set.
@@ -156,3 +166,79 @@ def evaluate(model, tokenize, clean: ShiftedSet, shifted: Mapping[str, ShiftedSe
         metrics.update(_summarise(method, clean_acc,
                                   {name: accs[method] for name, accs in per_shift.items()}))
     return metrics
+
+
+def _corrupt_image(corruption: str, severity: int, seed: int, image: Image.Image,
+                   index: int) -> Image.Image:
+    return Image.fromarray(corrupt(np.asarray(image)[None], corruption, severity, seed=seed,
+                                   first_index=index)[0])
+
+
+class _Corrupted(Mapping):
+    """name -> (images, labels) for each (corruption, severity), built on access; image files
+    are corrupted after decoding, in the loader's workers."""
+
+    def __init__(self, ctx: Context, split: Split):
+        self.ctx, self.split = ctx, split
+        self.keys_ = {shift_name(c, s): (c, s) for c in ctx.cfg.ood_corruptions
+                      for s in ctx.cfg.ood_severities}
+
+    def __getitem__(self, name):
+        corruption, severity = self.keys_[name]
+        images, seed = self.split.images, self.ctx.em.seed
+        edit = partial(_corrupt_image, corruption, severity, seed)
+        if isinstance(images, np.ndarray):
+            images = corrupt(images, corruption, severity, seed=seed)
+        elif isinstance(images, ImageFiles):
+            images = images.edited(edit)
+        else:  # PIL images of different sizes: one at a time
+            images = [edit(im, i) for i, im in enumerate(images)]
+        return images, self.split.labels
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys_)
+
+    def __len__(self) -> int:
+        return len(self.keys_)
+
+
+def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
+             ) -> list[TaskResult]:
+    """Zero-shot (with class names) and linear-probe accuracy under shift, one ood_classification
+    result per kind of shift the data has: `<name>-c`, eval.ood_corruptions x eval.ood_severities
+    of the first eval.ood_limit test images (none with no corruptions); `<name>-style`, Tux Paint
+    photos -> cartoons; `<name>-shift`, the test images against `data.shift`. The probe is the
+    linear task's. Needs labels, two classes or more to train the probe on."""
+    ctx = Context.of(model, data, cache, settings)
+    ctx.require("ood", labels=True, probe_classes=True)
+    c, d, em = ctx.cfg, ctx.data, ctx.em
+    if c.ood_corruptions:  # none: the shifted datasets alone
+        check_corruptions(c.ood_corruptions, c.ood_severities)
+    names = d.class_names  # without class names: the probe alone
+    common = dict(probe=ctx.once(train_probe), encode=ctx.encode, batch_size=ctx.batch_size)
+    prompts = (names, d.templates if names is not None else None)
+    results = []
+    if c.ood_corruptions:
+        split = d.test.take(d.subset(ctx.split("test"), c.ood_limit))
+        metrics = shift_metrics(em.model, em.tokenize, (split.images, split.labels),
+                                _Corrupted(ctx, split), *prompts,
+                                progress=lambda xs: ctx.bar(xs, "ood: corruptions"), **common)
+        metrics.update(images=len(split), features=ctx.feature_kind)
+        results.append(TaskResult(f"{d.name}-c", OOD_CLASSIFICATION, metrics,
+                                  {"corruptions": list(c.ood_corruptions),
+                                   "severities": list(c.ood_severities)}))
+    if d.style is not None:
+        photos, cartoons = d.style
+        style = shift_metrics(em.model, em.tokenize, (photos.images, photos.labels),
+                              {"cartoon": (cartoons.images, cartoons.labels)}, *prompts, **common)
+        style.update(photos=len(photos), cartoons=len(cartoons), features=ctx.feature_kind)
+        results.append(TaskResult(f"{d.name}-style", OOD_CLASSIFICATION, style))
+    if d.shift is not None:  # the whole test split against the whole shifted set
+        shifted = ctx.split("shift")
+        key = d.shift_name.replace("/", "_")
+        shift = shift_metrics(em.model, em.tokenize, ("test", ctx.split("test").labels),
+                              {key: ("shift", shifted.labels)}, *prompts, **common)
+        shift.update(images=len(d.test), shifted_images=len(shifted), shift_dataset=d.shift_name,
+                     features=ctx.feature_kind)
+        results.append(TaskResult(f"{d.name}-shift", OOD_CLASSIFICATION, shift))
+    return results

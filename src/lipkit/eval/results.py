@@ -1,7 +1,8 @@
 """Evaluation results in CLIP_benchmark's JSON schema, and a small table printer.
 
-A record is {"dataset", "model", "pretrained", "task", "metrics", "language"}; task names follow
-CLIP_benchmark ("zeroshot_classification", "linear_probe", "zeroshot_retrieval", ...).
+A task's `evaluate` returns `TaskResult`s; a record is {"dataset", "model", "pretrained", "task",
+"metrics", "language"}. Task names follow CLIP_benchmark ("zeroshot_classification",
+"linear_probe", "zeroshot_retrieval", ...; `registry` lists lipkit's).
 """
 from __future__ import annotations
 
@@ -10,9 +11,20 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 RECORD_KEYS = ("dataset", "model", "pretrained", "task", "metrics", "language")
+
+
+@dataclass
+class TaskResult:
+    """One record's dataset, task and metrics, and details for the report (curves, histograms)
+    that do not fit the schema's scalar metrics."""
+    dataset: str
+    task: str
+    metrics: dict
+    details: dict = field(default_factory=dict)
 
 
 def _plain(value):

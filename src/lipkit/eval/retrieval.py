@@ -15,6 +15,9 @@ cosine similarity, ties broken toward the lower gallery index (as a stable sort 
 computed without sorting or holding the Q x G similarity matrix: per chunk of queries, one pass
 over gallery chunks finds the best positive (score s*, index j*), a second counts the gallery
 items that come before it, #{s > s*} + #{s == s*, index < j*}. Memory is chunk x chunk.
+
+`evaluate(model, data)` is the task; `retrieval_ranks` and `rank_metrics` compute it from
+embeddings.
 """
 from __future__ import annotations
 
@@ -23,10 +26,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .features import embed_images, embed_texts
+from .context import Context
 from .metrics import cosine_scores, unit_rows
+from .models import EvalModel
+from .registry import ZEROSHOT_RETRIEVAL
+from .results import TaskResult
+from .sources import EvalData
 
 DEFAULT_RECALL_AT = (1, 5, 10)
+RECALL_CURVE_MAX_K = 50
 
 
 class _Positives:
@@ -159,16 +167,6 @@ def recall_curve(ranks_: np.ndarray, max_k: int) -> list[float]:
     return (np.cumsum(counts) / len(ranks_)).tolist()
 
 
-def evaluate(image_embeds, text_embeds, text_image, captions: Sequence[str] | None = None, *,
-             recall_at: Sequence[int] = DEFAULT_RECALL_AT, chunk_size: int = 1024
-             ) -> dict[str, float]:
-    """Retrieval metrics from embeddings: `image_retrieval_recall@k` (text -> image),
-    `text_retrieval_recall@k` (image -> text), and both median ranks."""
-    i2t, t2i = retrieval_ranks(image_embeds, text_embeds, text_image, captions,
-                               chunk_size=chunk_size)
-    return rank_metrics(i2t, t2i, recall_at)
-
-
 def flatten_captions(captions_per_image: Sequence[Sequence[str]]) -> tuple[list[str], list[int]]:
     """[[c, ...] per image] -> (texts, text_image)."""
     texts, text_image = [], []
@@ -180,24 +178,21 @@ def flatten_captions(captions_per_image: Sequence[Sequence[str]]) -> tuple[list[
     return texts, text_image
 
 
-def embed_model(model, tokenize, images: torch.Tensor, captions_per_image, *,
-                batch_size: int = 256, device=None
-                ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[int]]:
-    """(image embeds, text embeds, texts, text_image); each distinct text is embedded once."""
-    if len(captions_per_image) != len(images):
-        raise ValueError(f"{len(images)} images but captions for {len(captions_per_image)}")
-    texts, text_image = flatten_captions(captions_per_image)
-    distinct = list(dict.fromkeys(texts))
-    where = {t: i for i, t in enumerate(distinct)}
-    distinct_embeds = embed_texts(model, tokenize, distinct, batch_size, device=device)
-    text_embeds = distinct_embeds[torch.tensor([where[t] for t in texts])]
-    image_embeds = embed_images(model, images, batch_size, device=device)
-    return image_embeds, text_embeds, texts, text_image
-
-
-def evaluate_model(model, tokenize, images: torch.Tensor, captions_per_image, *,
-                   batch_size: int = 256, device=None, **kwargs) -> dict[str, float]:
-    """Embed images and their captions (a list of strings per image) and run `evaluate`."""
-    image_embeds, text_embeds, texts, text_image = embed_model(
-        model, tokenize, images, captions_per_image, batch_size=batch_size, device=device)
-    return evaluate(image_embeds, text_embeds, text_image, texts, **kwargs)
+def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
+             ) -> list[TaskResult]:
+    """Retrieval among `data`'s test images (the first eval.retrieval_limit) and all their
+    captions: one zeroshot_retrieval result, R@1/5/10 both ways, both median ranks, and how many
+    images, texts and distinct texts; details: the recall curves to R@50. Needs a caption for
+    every image."""
+    ctx = Context.of(model, data, cache, settings)
+    ctx.require("retrieval", captions=True)
+    picked = ctx.data.subset(ctx.split("test"), ctx.cfg.retrieval_limit)
+    split, image_embeds = ctx.data.test.take(picked), ctx.embeds("test")[picked]
+    texts, text_image = flatten_captions(split.captions)
+    text_embeds = ctx.embed_texts(texts)
+    i2t, t2i = retrieval_ranks(image_embeds, text_embeds, text_image, texts, chunk_size=ctx.cfg.chunk_size)
+    metrics = rank_metrics(i2t, t2i)
+    metrics.update(images=len(split), texts=len(texts), distinct_texts=len(set(texts)))
+    details = {"text_retrieval_recall_curve": recall_curve(i2t, RECALL_CURVE_MAX_K),
+               "image_retrieval_recall_curve": recall_curve(t2i, RECALL_CURVE_MAX_K)}
+    return [TaskResult(ctx.data.name, ZEROSHOT_RETRIEVAL, metrics, details)]

@@ -1,5 +1,6 @@
 """`lipkit eval SPEC`: load a model, run the requested tasks on each dataset, write
-CLIP_benchmark records.
+CLIP_benchmark records. Each task is its module's `evaluate(model, data, cache=context)`, the
+context shared by the tasks on one dataset.
 
 Datasets: `eval.datasets` (or the one `eval.dataset`), each a built-in name or a path, all
 opened (indexed, labels checked) before any image is embedded. `eval.dataset_train` replaces
@@ -26,46 +27,15 @@ from tqdm.auto import tqdm
 
 from lipkit.checkpoint import atomic_write
 
-from .context import IMAGE_SPLITS, note
-from .errors import EvalError
+from .context import Context, note
+from .errors import EvalError, TaskSkipped
 from .models import EvalModel, load_model_spec
-from .results import format_table, record_row, result_record, write_results
+from .registry import SHORT_LABELS, TASKS, headline, parse_tasks, task_of_record
+from .results import format_table, result_record, write_results
 from .sources import EvalData, Split, open_dataset
-from .tasks import TASKS, Context, TaskResult, skip_reason
 from .tower_memo import TowerMemo
 
-TASK_ORDER = tuple(TASKS)  # zeroshot, linear, ood, retrieval, knn, text, collapse
 DETAILS_SUFFIX = ".details.json"
-
-# The few metrics of each record worth a glance in the printed table.
-HEADLINE = {
-    "zeroshot_classification": ("acc1", "acc5", "mean_per_class_recall"),
-    "linear_probe": ("acc1", "acc5", "mean_per_class_recall", "best_C"),
-    "knn_classification": ("acc1", "acc5", "mean_per_class_recall"),
-    "zeroshot_retrieval": ("text_retrieval_recall@1", "text_retrieval_recall@5",
-                           "image_retrieval_recall@1", "image_retrieval_recall@5",
-                           "text_retrieval_median_rank", "image_retrieval_median_rank"),
-    "ood_classification": ("zeroshot_clean_acc1", "zeroshot_shifted_acc1", "zeroshot_drop",
-                           "linear_clean_acc1", "linear_shifted_acc1", "linear_drop"),
-    "word_similarity": ("wordsim_spearman",),
-    "caption_probe": ("caption_probe_acc1",),
-    "prototype_collapse": ("image_mutual_information_ratio", "text_mutual_information_ratio",
-                           "image_label_nmi", "text_label_nmi", "argmax_agreement",
-                           "image_distinct_prototypes"),
-}
-LABELS = {
-    "mean_per_class_recall": "mpcr", "text_retrieval_recall@1": "i→t R@1",
-    "text_retrieval_recall@5": "i→t R@5", "image_retrieval_recall@1": "t→i R@1",
-    "image_retrieval_recall@5": "t→i R@5", "text_retrieval_median_rank": "i→t medR",
-    "image_retrieval_median_rank": "t→i medR", "zeroshot_clean_acc1": "zs clean",
-    "zeroshot_shifted_acc1": "zs shifted", "zeroshot_drop": "zs drop",
-    "linear_clean_acc1": "lin clean", "linear_shifted_acc1": "lin shifted", "linear_drop": "lin drop",
-    "wordsim_spearman": "Spearman ρ", "caption_probe_acc1": "acc1",
-    "image_usage_entropy_ratio": "img usage H/logK", "text_usage_entropy_ratio": "txt usage H/logK",
-    "image_sample_entropy_ratio": "img per-sample H/logK", "argmax_agreement": "img/txt agree",
-    "image_distinct_prototypes": "prototypes used", "image_mutual_information_ratio": "img MI ratio",
-    "text_mutual_information_ratio": "txt MI ratio", "image_label_nmi": "img NMI", "text_label_nmi": "txt NMI",
-}
 
 
 @dataclass
@@ -74,15 +44,6 @@ class EvalOutput:
     details: dict[str, dict] = field(default_factory=dict)  # "dataset/task" -> curves etc.
     seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # (dataset, CLI task) -> wall time
     sources: list[str] = field(default_factory=list)  # per record, the dataset it was run on
-
-
-def parse_tasks(text: str | Sequence[str]) -> list[str]:
-    tasks = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise EvalError(f"--tasks: unknown task(s) {', '.join(unknown) or '(none given)'}; "
-                        f"available: {', '.join(TASK_ORDER)}")
-    return list(dict.fromkeys(tasks))
 
 
 def _aligned(split: Split, names: list[str] | None, data: EvalData, what: str) -> Split:
@@ -140,7 +101,7 @@ def open_datasets(em: EvalModel) -> list[EvalData]:
 
 def _provenance(d: EvalData, task: str) -> dict:
     """What a dataset opened by path reports in its records: which images were read."""
-    splits = IMAGE_SPLITS[task]
+    splits = TASKS[task].image_splits
     out = {}
     if d.test_split is not None:
         out["test_split"] = d.test_split
@@ -165,12 +126,12 @@ def evaluate_model(em: EvalModel, tasks: Sequence[str], progress: bool = True,
         ctx = Context(em, data, progress=progress, store=store)
         ctx.prepare(tasks)
         for task in tqdm(tasks, desc=f"eval {data.name}", disable=not progress):
-            reason = skip_reason(task, data)
-            if reason:
-                note(f"{task} on {data.name}: skipped, {reason}")
-                continue
             start = time.perf_counter()
-            results: list[TaskResult] = TASKS[task](ctx)
+            try:
+                results = TASKS[task].evaluate(em, data, cache=ctx)
+            except TaskSkipped as skipped:
+                note(f"{task} on {data.name}: skipped, {skipped.reason}")
+                continue
             out.seconds[(data.name, task)] = time.perf_counter() - start
             for r in results:
                 if r.dataset == data.name or r.dataset.startswith(data.name + "-"):
@@ -241,7 +202,7 @@ def evaluate_run(run_dir: Path, tasks: list[str], out: Path | None = None) -> li
 
 
 def _short(name: str) -> str:
-    return LABELS.get(name, name)
+    return SHORT_LABELS.get(name, name)
 
 
 def _value(key: str, v) -> str:
@@ -256,24 +217,9 @@ def summary_table(out: EvalOutput) -> str:
     """One row per record: dataset, task, its headline metrics, and the task's wall time."""
     rows = []
     for r, source in zip(out.records, out.sources):
-        keys = HEADLINE.get(r["task"], tuple(r["metrics"])[:4])
+        keys = headline(r["task"]) or tuple(r["metrics"])[:4]
         shown = ", ".join(f"{_short(k)} {_value(k, r['metrics'][k])}" for k in keys if k in r["metrics"])
-        seconds = out.seconds.get((source, cli_task(r["task"])))
+        seconds = out.seconds.get((source, task_of_record(r["task"])))
         rows.append({"dataset": r["dataset"], "task": r["task"], "metrics": shown,
                      "time": f"{seconds:.0f} s" if seconds is not None else ""})
     return format_table(rows, ["dataset", "task", "metrics", "time"])
-
-
-def cli_task(record_task: str) -> str:
-    """The `lipkit eval --tasks` name that writes records of task `record_task`."""
-    return {"zeroshot_classification": "zeroshot", "linear_probe": "linear",
-            "knn_classification": "knn", "zeroshot_retrieval": "retrieval",
-            "ood_classification": "ood", "word_similarity": "text", "caption_probe": "text",
-            "prototype_collapse": "collapse"}.get(record_task, record_task)
-
-
-def print_results(records: list[dict]) -> None:
-    """Every metric of every record (the old, wide table)."""
-    rows = [record_row(r) for r in records]
-    columns = ["dataset", "task"] + list(dict.fromkeys(k for r in records for k in r["metrics"]))
-    print(format_table(rows, columns))

@@ -6,7 +6,7 @@ shifted sets for the OOD task. A `Split` holds images, their class labels (or No
 caption per image (collapse, caption probe) and all captions of each image (retrieval; None
 without captions). Its images are raw: a uint8 array, PIL images, or `ImageFiles` on disk that
 are decoded batch by batch when embedded (`images.image_batches`); the model's own
-preprocessing turns them into tensors.
+preprocessing turns them into tensors. A tensor is taken as images already preprocessed.
 
 - fashion-mnist: train = the first `linear_train_limit` training images, captioned with the
   run's training templates; test = the 10k test images (`test_limit`), captioned with the
@@ -33,19 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import torch
 
 from lipkit.config import DataConfig, EvalConfig
 
 from .errors import EvalError
-from .images import ImageFiles
+from .images import ImageFiles, Images
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 
 
 @dataclass
 class Split:
-    images: np.ndarray | list[Image.Image] | ImageFiles
+    images: Images
     labels: np.ndarray | None  # class indices; None: the set has no labels
     caption: list[str] | None  # one per image; None: no captions
     captions: list[list[str]] | None  # all captions of each image (retrieval)
@@ -56,7 +56,7 @@ class Split:
 
     def take(self, indices: Sequence[int], key: str = "") -> Split:
         idx = list(indices)
-        images = self.images[idx] if isinstance(self.images, np.ndarray) else \
+        images = self.images[idx] if isinstance(self.images, (np.ndarray, torch.Tensor)) else \
             self.images.take(idx) if isinstance(self.images, ImageFiles) else [self.images[i] for i in idx]
         return Split(images, None if self.labels is None else self.labels[idx],
                      None if self.caption is None else [self.caption[i] for i in idx],

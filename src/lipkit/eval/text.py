@@ -7,7 +7,8 @@
 
 WordSim-353 is read from the `gensim` 4.4.0 wheel (`gensim/test/test_data/wordsim353.tsv`)
 without importing gensim, so only the file is needed; `wordsim_path` takes any file in the same
-format (tab-separated word, word, score; '#' comment lines).
+format (tab-separated word, word, score; '#' comment lines). `evaluate(model, data)` is the task;
+`wordsim_spearman` and `caption_probe` are its two halves.
 """
 from __future__ import annotations
 
@@ -20,8 +21,13 @@ import torch
 from scipy.stats import spearmanr
 
 from . import linear
+from .context import Context, captions_missing, note
 from .errors import EvalError
 from .features import embed_texts
+from .models import EvalModel
+from .registry import CAPTION_PROBE, WORD_SIMILARITY
+from .results import TaskResult
+from .sources import EvalData
 
 WORDSIM_IN_GENSIM = "gensim/test/test_data/wordsim353.tsv"
 WordPair = tuple[str, str, float]
@@ -99,21 +105,40 @@ def caption_probe(model, tokenize, train_captions: Sequence[str], train_labels,
     where = {c: i for i, c in enumerate(distinct)}
     train_x = embeds[[where[c] for c in train_captions]]
     test_x = embeds[[where[c] for c in test_captions]]
-    metrics = linear.evaluate(train_x, train_labels, test_x, test_labels, seed=seed,
-                              topk=(1,), **probe_kwargs)
+    metrics = linear.evaluate_features(train_x, train_labels, test_x, test_labels, seed=seed,
+                                       topk=(1,), **probe_kwargs)
     return {f"caption_probe_{k}": v for k, v in metrics.items()}
 
 
-def evaluate(model, tokenize, *, word_pairs: Sequence[WordPair] | None = None,
-             captions: tuple[Sequence[str], object, Sequence[str], object] | None = None,
-             batch_size: int = 256, feature_fn=None, seed: int = 0, device=None
-             ) -> dict[str, float]:
-    """Both text tasks: WordSim Spearman on `word_pairs` (default: WordSim-353 from gensim) and,
-    when `captions` = (train_captions, train_labels, test_captions, test_labels) is given, the
-    caption-category probe."""
-    pairs = read_word_pairs(wordsim353_path()) if word_pairs is None else word_pairs
-    metrics = wordsim_spearman(model, tokenize, pairs, batch_size=batch_size, device=device)
-    if captions is not None:
-        metrics.update(caption_probe(model, tokenize, *captions, batch_size=batch_size,
-                                     feature_fn=feature_fn, seed=seed, device=device))
-    return metrics
+def _caption_probe_skip(d: EvalData) -> str:
+    if not d.has_labels:
+        return "it has no labels"
+    return captions_missing(d.test) or (captions_missing(d.train) and
+                                        f"its probe training set: {captions_missing(d.train)}")
+
+
+def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
+             ) -> list[TaskResult]:
+    """WordSim Spearman (eval.wordsim_path, else WordSim-353) as a word_similarity result named
+    after the word-pair file and, when `data` has labels and a caption for every image, a
+    caption_probe result: the linear probe from caption to class (on the text tower's pooled
+    features with eval.features = pre and a model that exposes them)."""
+    ctx = Context.of(model, data, cache, settings)
+    em, c, d = ctx.em, ctx.cfg, ctx.data
+    if c.wordsim_path:
+        pairs, name = read_word_pairs(c.wordsim_path), Path(c.wordsim_path).stem
+    else:
+        pairs, name = read_word_pairs(wordsim353_path()), "wordsim353"
+    results = [TaskResult(name, WORD_SIMILARITY, wordsim_spearman(
+        em.model, em.tokenize, pairs, batch_size=ctx.batch_size))]
+    reason = _caption_probe_skip(d)
+    if reason:
+        note(f"caption probe on {d.name}: skipped, {reason}")
+        return results
+    pre = c.features == "pre" and em.text_features is not None
+    probe = caption_probe(em.model, em.tokenize, d.train.caption, d.train.labels,
+                          d.test.caption, d.test.labels, batch_size=ctx.batch_size,
+                          feature_fn=em.text_features if pre else None, seed=em.seed)
+    probe["features"] = "pre" if pre else "post"
+    results.append(TaskResult(d.name, CAPTION_PROBE, probe))
+    return results

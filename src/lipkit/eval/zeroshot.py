@@ -1,8 +1,9 @@
 """Zero-shot classification: class embeddings from prompt templates, scored against images.
 
-Templates follow CLIP_benchmark: a list of format strings with a `{c}` placeholder
-("a photo of a {c}."), a list of callables (classname -> text, as in open_clip), or a mapping
-classname -> list of ready-made prompts (per-class prompts, as in CuPL).
+`evaluate(model, data)` is the task (`lipkit eval --tasks zeroshot`); `zeroshot_classifier` builds
+the class embeddings. Templates follow CLIP_benchmark: a list of format strings with a `{c}`
+placeholder ("a photo of a {c}."), a list of callables (classname -> text, as in open_clip), or a
+mapping classname -> list of ready-made prompts (per-class prompts, as in CuPL).
 """
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .features import embed_images, embed_texts
-from .metrics import as_labels, classification_metrics
+from .context import Context
+from .features import embed_texts
+from .metrics import classification_metrics
+from .models import EvalModel
+from .registry import ZEROSHOT_CLASSIFICATION
+from .results import TaskResult
+from .sources import EvalData
 
 Template = str | Callable[[str], str]
 
@@ -57,16 +63,14 @@ def zeroshot_classifier(model, tokenize, classnames: Sequence[str],
     return F.normalize(torch.stack([e.mean(dim=0) for e in per_class]), dim=-1)
 
 
-def evaluate(model, tokenize, images: torch.Tensor, labels, classnames: Sequence[str],
-             templates: Sequence[Template] | Mapping[str, Sequence[str]], batch_size: int = 64,
-             topk: Sequence[int] = (1, 5), *, device=None) -> dict[str, float]:
-    """Zero-shot accuracy of `model` on `images` [N, C, H, W] with class `labels` [N].
-
-    Returns {"acc1", "acc5", "mean_per_class_recall"} (one acc{k} per k in `topk`); scores are
-    image_embeds @ classifier.T with both sides L2-normalised.
-    """
-    as_labels(labels, len(images), len(classnames))  # fail before any model work
-    classifier = zeroshot_classifier(model, tokenize, classnames, templates, batch_size,
-                                     device=device)
-    image_embeds = embed_images(model, images, batch_size, normalize=True, device=device)
-    return classification_metrics(image_embeds @ classifier.T, labels, topk)
+def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
+             ) -> list[TaskResult]:
+    """Zero-shot classification of `data`'s test images by its class names and templates: one
+    zeroshot_classification result, {"acc1", "acc5", "mean_per_class_recall"}; the scores are
+    image_embeds @ classifier.T, both sides L2-normalised. Needs labels and class names."""
+    ctx = Context.of(model, data, cache, settings)
+    ctx.require("zeroshot", labels=True, class_names=True)
+    em, d = ctx.em, ctx.data
+    classifier = zeroshot_classifier(em.model, em.tokenize, d.class_names, d.templates, ctx.batch_size)
+    metrics = classification_metrics(ctx.embeds("test") @ classifier.T, d.test.labels)
+    return [TaskResult(d.name, ZEROSHOT_CLASSIFICATION, metrics)]

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lipkit.eval.registry import (
+    CAPTION_PROBE,
+    KNN_CLASSIFICATION,
+    LINEAR_PROBE,
+    OOD_CLASSIFICATION,
+    PROTOTYPE_COLLAPSE,
+    WORD_SIMILARITY,
+    ZEROSHOT_CLASSIFICATION,
+    ZEROSHOT_RETRIEVAL,
+)
+
 
 @dataclass(frozen=True)
 class Metric:
-    task: str
+    task: str  # the record's task (lipkit.eval.registry)
     key: str
     label: str
     dataset_suffix: str = ""
@@ -21,24 +32,24 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    "zeroshot": Metric("zeroshot_classification", "acc1", "zero-shot top-1"),
-    "linear": Metric("linear_probe", "acc1", "linear probe top-1"),
-    "knn": Metric("knn_classification", "acc1", "kNN top-1"),
-    "retrieval_i2t": Metric("zeroshot_retrieval", "text_retrieval_recall@1", "image→text R@1"),
-    "retrieval_t2i": Metric("zeroshot_retrieval", "image_retrieval_recall@1", "text→image R@1"),
-    "ood_zeroshot": Metric("ood_classification", "zeroshot_shifted_acc1", "corrupted zero-shot top-1", "-c"),
-    "ood_linear": Metric("ood_classification", "linear_shifted_acc1", "corrupted linear top-1", "-c"),
-    "style_zeroshot": Metric("ood_classification", "zeroshot_shifted_acc1", "cartoon zero-shot top-1", "-style"),
-    "caption_probe": Metric("caption_probe", "caption_probe_acc1", "caption probe top-1"),
-    "wordsim": Metric("word_similarity", "wordsim_spearman", "WordSim-353 Spearman ρ", any_dataset=True),
+    "zeroshot": Metric(ZEROSHOT_CLASSIFICATION, "acc1", "zero-shot top-1"),
+    "linear": Metric(LINEAR_PROBE, "acc1", "linear probe top-1"),
+    "knn": Metric(KNN_CLASSIFICATION, "acc1", "kNN top-1"),
+    "retrieval_i2t": Metric(ZEROSHOT_RETRIEVAL, "text_retrieval_recall@1", "image→text R@1"),
+    "retrieval_t2i": Metric(ZEROSHOT_RETRIEVAL, "image_retrieval_recall@1", "text→image R@1"),
+    "ood_zeroshot": Metric(OOD_CLASSIFICATION, "zeroshot_shifted_acc1", "corrupted zero-shot top-1", "-c"),
+    "ood_linear": Metric(OOD_CLASSIFICATION, "linear_shifted_acc1", "corrupted linear top-1", "-c"),
+    "style_zeroshot": Metric(OOD_CLASSIFICATION, "zeroshot_shifted_acc1", "cartoon zero-shot top-1", "-style"),
+    "caption_probe": Metric(CAPTION_PROBE, "caption_probe_acc1", "caption probe top-1"),
+    "wordsim": Metric(WORD_SIMILARITY, "wordsim_spearman", "WordSim-353 Spearman ρ", any_dataset=True),
     # prototype collapse: mutual information between input and prototype over log min(K, C) (0 for
     # either collapse), NMI between argmax prototype and class, prototypes used
-    "image_mi": Metric("prototype_collapse", "image_mutual_information_ratio", "image prototype MI I/log C"),
-    "text_mi": Metric("prototype_collapse", "text_mutual_information_ratio", "text prototype MI I/log C"),
-    "image_nmi": Metric("prototype_collapse", "image_label_nmi", "image prototype–class NMI"),
-    "text_nmi": Metric("prototype_collapse", "text_label_nmi", "text prototype–class NMI"),
-    "prototypes_used": Metric("prototype_collapse", "image_distinct_prototypes", "image prototypes used (argmax)"),
-    "agreement": Metric("prototype_collapse", "argmax_agreement", "image/text argmax agreement"),
+    "image_mi": Metric(PROTOTYPE_COLLAPSE, "image_mutual_information_ratio", "image prototype MI I/log C"),
+    "text_mi": Metric(PROTOTYPE_COLLAPSE, "text_mutual_information_ratio", "text prototype MI I/log C"),
+    "image_nmi": Metric(PROTOTYPE_COLLAPSE, "image_label_nmi", "image prototype–class NMI"),
+    "text_nmi": Metric(PROTOTYPE_COLLAPSE, "text_label_nmi", "text prototype–class NMI"),
+    "prototypes_used": Metric(PROTOTYPE_COLLAPSE, "image_distinct_prototypes", "image prototypes used (argmax)"),
+    "agreement": Metric(PROTOTYPE_COLLAPSE, "argmax_agreement", "image/text argmax agreement"),
 }
 
 # The page's two tables per dataset.

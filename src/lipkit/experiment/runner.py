@@ -108,9 +108,9 @@ def run_cell(cell: Cell, out: Path, spec: ExperimentSpec, memo) -> tuple[dict, s
 
 def validation_tasks(spec: ExperimentSpec) -> list[str]:
     """The `lipkit eval` tasks that give the validation metrics."""
-    from lipkit.eval.runner import cli_task
+    from lipkit.eval.registry import task_of_record
 
-    return list(dict.fromkeys(cli_task(METRICS[m].task) for m in spec.validation_metrics))
+    return list(dict.fromkeys(task_of_record(METRICS[m].task) for m in spec.validation_metrics))
 
 
 def needs_run(cell: Cell, spec: ExperimentSpec, done: dict | None) -> bool:

@@ -133,7 +133,7 @@ def _unique(names: list[str], what: str) -> None:
 
 
 def validate(spec: ExperimentSpec) -> None:
-    from lipkit.eval.runner import parse_tasks
+    from lipkit.eval.registry import parse_tasks
 
     from .metrics import METRICS
 

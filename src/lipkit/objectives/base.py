@@ -1,7 +1,8 @@
 """The objective contract (OBJECTIVES.md §7).
 
 An objective reads the tensors it needs from the model's output dict and returns named terms.
-Keys ending in `_loss` are loss terms: `forward` adds `loss` = sum of weight(term) * term. Every
+Keys ending in `_loss` are loss terms, computed in at least fp32 (`at_least_fp32` on the inputs,
+whatever precision the model ran in): `forward` adds `loss` = sum of weight(term) * term. Every
 other key is a diagnostic (a detached tensor). Objectives never see a model.
 
 Distributed convention: outputs hold this rank's *local* batch; a term's value on one rank is the
@@ -19,9 +20,18 @@ HEAD_CLIP = "clip"  # image_embeds, text_embeds, logit_scale
 HEAD_PROTOTYPES = "prototypes"  # image_protos, text_protos
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in at least fp32: bf16/fp16 inputs are promoted, float64 inputs (parity
+    tests) stay float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class Objective(nn.Module):
     #: heads of the model this objective reads (HEAD_CLIP, HEAD_PROTOTYPES)
     required_heads: ClassVar[frozenset[str]] = frozenset()
+    #: whether it reads the model's `logit_scale`; one that does not leaves the scale without a
+    #: gradient, so a DDP-wrapped model then needs find_unused_parameters=True (or no scale)
+    uses_logit_scale: ClassVar[bool] = True
 
     def term_weight(self, name: str) -> float:
         """Weight of a `*_loss` term in the total; 1 unless the objective says otherwise."""
@@ -35,6 +45,5 @@ class Objective(nn.Module):
         loss_terms = [self.term_weight(k) * v for k, v in out.items() if k.endswith("_loss")]
         if not loss_terms:
             raise RuntimeError(f"{type(self).__name__} returned no '*_loss' term")
-        # At least fp32 (bf16/fp16 terms are promoted; fp64 terms keep their precision).
-        out["loss"] = torch.stack([t.to(torch.promote_types(t.dtype, torch.float32)) for t in loss_terms]).sum()
+        out["loss"] = torch.stack([at_least_fp32(t) for t in loss_terms]).sum()
         return out

@@ -8,13 +8,8 @@ import torch.nn.functional as F
 
 from lipkit.config import ClipObjectiveConfig, ObjectiveConfig
 from lipkit.distributed import all_gather_with_grad, global_row_offset
-from lipkit.objectives import register
-from lipkit.objectives.base import HEAD_CLIP, Objective
-
-
-def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    """Losses are computed in fp32; float64 inputs (parity tests) stay float64."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+from lipkit.objectives.base import HEAD_CLIP, Objective, at_least_fp32
+from lipkit.objectives.registry import register
 
 
 @dataclass
@@ -47,16 +42,13 @@ class ClipBatch:
 
 
 def info_nce(batch: ClipBatch, direction_reduction: str = "mean") -> torch.Tensor:
-    """This rank's share of the symmetric InfoNCE loss; its mean over ranks is the global loss."""
+    """This rank's share of the symmetric InfoNCE loss; its mean over ranks is the global loss.
+    `direction_reduction`: "mean" or "sum" of the two directions."""
     labels = batch.labels
     ce_i2t = F.cross_entropy(batch.scale * batch.image @ batch.all_text.T, labels)
     ce_t2i = F.cross_entropy(batch.scale * batch.text @ batch.all_image.T, labels)
     total = ce_i2t + ce_t2i
-    if direction_reduction == "mean":
-        return total / 2
-    if direction_reduction == "sum":
-        return total
-    raise ValueError(f"direction_reduction must be 'mean' or 'sum', got {direction_reduction!r}")
+    return total / 2 if direction_reduction == "mean" else total
 
 
 def clip_diagnostics(batch: ClipBatch) -> dict[str, torch.Tensor]:
@@ -73,8 +65,6 @@ class ClipObjective(Objective):
     def __init__(self, cfg: ClipObjectiveConfig | None = None):
         super().__init__()
         self.cfg = cfg or ClipObjectiveConfig()
-        if self.cfg.direction_reduction not in ("mean", "sum"):
-            raise ValueError(f"direction_reduction must be 'mean' or 'sum', got {self.cfg.direction_reduction!r}")
 
     def terms(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = ClipBatch.gather(outputs)

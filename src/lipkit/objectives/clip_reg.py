@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from lipkit.config import ClipObjectiveConfig, ClipRegObjectiveConfig, ObjectiveConfig
-from lipkit.objectives import register
 from lipkit.objectives.base import HEAD_CLIP, Objective
 from lipkit.objectives.clip import ClipBatch, clip_diagnostics, info_nce
+from lipkit.objectives.registry import register
 
 
 def positive_reg(batch: ClipBatch, form: str) -> torch.Tensor:
@@ -42,10 +42,6 @@ class ClipRegObjective(Objective):
         super().__init__()
         self.cfg = cfg or ClipRegObjectiveConfig()
         self.clip_cfg = clip_cfg or ClipObjectiveConfig()
-        if self.cfg.form not in ("sqdist", "neg_cos"):
-            raise ValueError(f"clip_reg.form must be 'sqdist' or 'neg_cos', got {self.cfg.form!r}")
-        if self.cfg.pairs not in ("positive", "negative", "both"):
-            raise ValueError(f"clip_reg.pairs must be 'positive', 'negative' or 'both', got {self.cfg.pairs!r}")
 
     def term_weight(self, name: str) -> float:
         return self.cfg.lam if name == "reg_loss" else 1.0

@@ -21,6 +21,7 @@ class WeightedSum(Objective):
         self.parts = nn.ModuleDict({name: obj for name, (obj, _) in children.items()})
         self.weights = {name: float(w) for name, (_, w) in children.items()}
         self.required_heads = frozenset().union(*(obj.required_heads for obj, _ in children.values()))
+        self.uses_logit_scale = any(obj.uses_logit_scale for obj, _ in children.values())
 
     def term_weight(self, name: str) -> float:
         child, _, key = name.partition("/")

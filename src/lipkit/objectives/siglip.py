@@ -26,11 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lipkit.config import ConfigError, ObjectiveConfig, SigLipObjectiveConfig
+from lipkit.config import ObjectiveConfig, SigLipObjectiveConfig
 from lipkit.distributed import all_gather_with_grad
-from lipkit.objectives import register
-from lipkit.objectives.base import HEAD_CLIP, Objective
-from lipkit.objectives.clip import at_least_fp32
+from lipkit.objectives.base import HEAD_CLIP, Objective, at_least_fp32
+from lipkit.objectives.registry import register
 
 
 def negative_row_sums(image: torch.Tensor, all_text: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor):
@@ -67,17 +66,11 @@ def sigmoid_pair_loss(
 
 class SigLipObjective(Objective):
     required_heads = frozenset({HEAD_CLIP})
-    #: reads image_embeds/text_embeds but not the model's logit_scale, which then gets no gradient;
-    #: a DDP-wrapped model needs find_unused_parameters=True (or its scale must not exist).
-    uses_logit_scale = False
+    uses_logit_scale = False  # its own scale t replaces the model's
 
     def __init__(self, cfg: SigLipObjectiveConfig | None = None):
         super().__init__()
         self.cfg = cfg or SigLipObjectiveConfig()
-        if not self.cfg.init_scale > 0:
-            raise ConfigError(f"objective.siglip.init_scale: must be > 0, got {self.cfg.init_scale}")
-        if self.cfg.chunk_size < 0:
-            raise ConfigError(f"objective.siglip.chunk_size: must be >= 0 (0 = no chunking), got {self.cfg.chunk_size}")
         self.log_scale = nn.Parameter(torch.tensor(math.log(self.cfg.init_scale)), requires_grad=self.cfg.learnable)
         self.bias = nn.Parameter(torch.tensor(float(self.cfg.init_bias)), requires_grad=self.cfg.learnable)
 

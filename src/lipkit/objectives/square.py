@@ -15,9 +15,8 @@ import torch
 
 from lipkit.config import ObjectiveConfig, SquareObjectiveConfig
 from lipkit.distributed import all_gather_with_grad, global_row_offset
-from lipkit.objectives import register
-from lipkit.objectives.base import HEAD_CLIP, Objective
-from lipkit.objectives.clip import at_least_fp32
+from lipkit.objectives.base import HEAD_CLIP, Objective, at_least_fp32
+from lipkit.objectives.registry import register
 
 
 def square_terms(image: torch.Tensor, all_text: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,8 +35,7 @@ def square_terms(image: torch.Tensor, all_text: torch.Tensor, offset: int) -> tu
 
 class SquareObjective(Objective):
     required_heads = frozenset({HEAD_CLIP})
-    #: the model's logit scale gets no gradient (see SigLipObjective.uses_logit_scale)
-    uses_logit_scale = False
+    uses_logit_scale = False  # unscaled cosines
 
     def __init__(self, cfg: SquareObjectiveConfig | None = None):
         super().__init__()

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from lipkit.config import ObjectiveConfig
-from lipkit.objectives import register
 from lipkit.objectives.clip import ClipObjective
 from lipkit.objectives.composite import WeightedSum
 from lipkit.objectives.nclip import NClipObjective
+from lipkit.objectives.registry import register
 
 
 @register("xclip")
