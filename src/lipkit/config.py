@@ -275,7 +275,7 @@ class TrainConfig:
 class EvalConfig:
     linear_train_limit: int = 10000  # training images for the linear probe and the kNN bank
     batch_size: int = 1000
-    # `lipkit eval` (src/lipkit/eval/tasks.py): which data the tasks use and their settings.
+    # `lipkit eval` (src/lipkit/eval/registry.py names the tasks): which data they use and their settings.
     # A dataset is a built-in name (fashion-mnist, tuxpaint) or a path: class folders, a
     # CSV/TSV/JSONL table, WebDataset shards (README "Evaluate on your own data"). The *_limit
     # fields take the first N images of a built-in set, N spread evenly over a set given by path.
