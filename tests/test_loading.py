@@ -7,7 +7,7 @@ from _interop_data import RGB, fashion_images, max_difference, tiny_run, tuxpain
 from PIL import Image
 
 import lipkit
-from lipkit.checkpoint import MODEL_FILE, CheckpointError, list_checkpoints
+from lipkit.run_dir import MODEL_FILE, CheckpointError, list_checkpoints
 from lipkit.cli import main
 from lipkit.data import fashion_mnist, load_fashion_mnist
 from lipkit.eval.models import from_lipkit_run

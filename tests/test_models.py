@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lipkit.checkpoint import CheckpointError, load_state_into, save_model
+from lipkit.run_dir import CheckpointError, load_state_into, save_model
 from lipkit.config import ModelConfig, PrototypeHeadConfig, TextConfig, VisionConfig
 from lipkit.models import LIPModel
 from lipkit.models.heads import PrototypeHead

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from lipkit.checkpoint import load_run
+from lipkit.loading import load_run
 from lipkit.config import load_config
 from lipkit.data import FashionMNISTPairs
 from lipkit.train import train

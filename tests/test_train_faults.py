@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lipkit.checkpoint import (
+from lipkit.run_dir import (
     CheckpointError,
     list_checkpoints,
     load_trainer_state,

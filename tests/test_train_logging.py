@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from lipkit.checkpoint import list_checkpoints
+from lipkit.run_dir import list_checkpoints
 from lipkit.config import ConfigError, load_config
 from lipkit.train import checkpointing, train
 from lipkit.train.metrics_log import Throughput, read_metrics, truncate_metrics

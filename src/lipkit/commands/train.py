@@ -10,7 +10,7 @@ def _config(args: argparse.Namespace):
     """(config, what to resume): --config if given; when resuming without one, the checkpoint's own
     config (plus --set), and that checkpoint (found once: its checksums are not read twice); with
     --init, the init model's config with its heads left to the objective (plus --set)."""
-    from lipkit.checkpoint import CONFIG_FILE, resolve_resume
+    from lipkit.run_dir import CONFIG_FILE, resolve_resume
     from lipkit.config import ConfigError, load_config
 
     if args.config is not None:

@@ -25,6 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lipkit.files import atomic_write
+
 from .cache import cache_dir
 from .images import BadSampleError
 from .mix import MixedPairs
@@ -194,8 +196,6 @@ def cache_tower_features(dataset, model, tokenizer, *, device=None, batch_size: 
 
 def _save(path: Path, image_feats, text, bad) -> None:
     from safetensors.torch import save_file
-
-    from lipkit.checkpoint import atomic_write
 
     tensors = {f"image.{k}": f.contiguous() for k, f in enumerate(image_feats)} | {"text": text.contiguous()}
     meta = {"bad": json.dumps([[k, j, s] for k, j, s in bad])}

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from lipkit.checkpoint import atomic_write
+from lipkit.files import atomic_write, write_json
 from lipkit.data.cache import DataSourceError
 
 MANIFEST = "items.jsonl"
@@ -26,7 +26,7 @@ def is_fetched(dest: Path, format_version: int) -> bool:
 def write_manifest(dest: Path, entries: list[dict], skipped: list[tuple[str, str]], meta: dict) -> None:
     atomic_write(dest / MANIFEST, lambda p: p.write_text("".join(json.dumps(e) + "\n" for e in entries)))
     full = {**meta, "items": len(entries), "skipped": [list(s) for s in skipped]}
-    atomic_write(dest / META, lambda p: p.write_text(json.dumps(full, indent=1)))
+    write_json(dest / META, full)
 
 
 def read_manifest(dest: Path, build: Callable[[dict], T], refetch: str) -> list[T]:

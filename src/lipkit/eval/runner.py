@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from lipkit.checkpoint import atomic_write
+from lipkit.files import atomic_write
 
 from .context import IMAGE_SPLITS, note
 from .errors import EvalError

@@ -162,13 +162,15 @@ class LIPModel(nn.Module):
             self.log_logit_scale.clamp_(max=math.log(self.cfg.max_logit_scale))
 
     # ------------------------------------------------------------------ persistence
+    # The Hugging Face convention, kept as a convenience: models do not know the run-directory
+    # format, so these import it when called (lipkit.loading, which loads, imports this module).
     def save_pretrained(self, run_dir: str | Path) -> None:
-        from lipkit.checkpoint import save_model
+        from lipkit.run_dir import save_model
 
         save_model(self, Path(run_dir))
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path) -> "LIPModel":
-        from lipkit.checkpoint import load_model
+        from lipkit.loading import load_model
 
-        return load_model(Path(run_dir))
+        return load_model(run_dir)

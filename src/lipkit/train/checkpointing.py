@@ -12,19 +12,19 @@ import torch
 from torch import nn
 
 from lipkit import distributed
-from lipkit.checkpoint import (
+from lipkit.config import RunConfig, save_config
+from lipkit.files import atomic_write
+from lipkit.run_dir import (
     CONFIG_FILE,
     MODEL_FILE,
     OBJECTIVE_FILE,
     TOKENIZER_FILE,
     TRAINER_FILE,
-    atomic_write,
     prune_checkpoints,
     write_checkpoint,
     write_tensors,
     write_torch,
 )
-from lipkit.config import RunConfig, save_config
 from lipkit.tokenizer import Tokenizer
 from lipkit.train.parallel import Parallel
 from lipkit.train.precision import Precision

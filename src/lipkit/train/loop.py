@@ -18,24 +18,24 @@ import torch
 from tqdm import tqdm
 
 from lipkit import distributed
-from lipkit.checkpoint import (
+from lipkit.config import ConfigError, RunConfig, TrainConfig
+from lipkit.data import SkipTracker, TrackedBatches, build_train_dataset
+from lipkit.data.feature_cache import cache_tower_features, cacheable
+from lipkit.errors import LipkitError
+from lipkit.models import LIPModel
+from lipkit.files import atomic_write
+from lipkit.objectives import build_objective
+from lipkit.run_dir import (
     MODEL_FILE,
     OBJECTIVE_FILE,
     TOKENIZER_FILE,
     CheckpointError,
-    atomic_write,
     load_objective_state,
     load_state_into,
     load_trainer_state,
     resolve_resume,
     save_run_config,
 )
-from lipkit.config import ConfigError, RunConfig, TrainConfig
-from lipkit.data import SkipTracker, TrackedBatches, build_train_dataset
-from lipkit.data.feature_cache import cache_tower_features, cacheable
-from lipkit.errors import LipkitError
-from lipkit.models import LIPModel
-from lipkit.objectives import build_objective
 from lipkit.tokenizer import Tokenizer, build_tokenizer
 from lipkit.train.accumulation import forward_backward
 from lipkit.train.batches import BatchStream, batch_layout, check_batch_fits
