@@ -57,6 +57,10 @@ def _under(names: set[str], *roots: str) -> list[str]:
 def test_file_helpers_import_nothing_of_lipkit():
     assert lipkit_imports("lipkit.files") == set()
     assert lipkit_imports("lipkit.checksums") == {"lipkit.files"}
+    # beside them, the helpers that raise a LipkitError import only the error base (and YAML its parser's)
+    for module in ("lipkit.utf8_text", "lipkit.writable", "lipkit.run_lock"):
+        assert lipkit_imports(module) == {"lipkit.errors"}, module
+    assert reached("lipkit.yaml_loader") == {"lipkit.errors", "lipkit.typed_config", "lipkit.utf8_text"}
 
 
 def test_run_directory_format_does_not_import_models():
