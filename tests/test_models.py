@@ -165,7 +165,7 @@ def test_adapter_starts_as_identity_and_feeds_every_head():
     torch.testing.assert_close(model.encode_image(images), model.image_projection(trunk))
     torch.testing.assert_close(out["text_protos"], model.text_prototypes(model.text_trunk(tokens)))
     # Cached tower features (LiT) go through the adapter too.
-    cached = model(model.vision(images), model.text(tokens))
+    cached = model(image_features=model.vision(images), text_features=model.text(tokens))
     torch.testing.assert_close(cached["image_embeds"], out["image_embeds"])
 
 

@@ -7,7 +7,7 @@ length whose items are `{"image_features", "text_features", "caption", "index", 
 image features of the item's record and the text features of the caption it draws this epoch
 (several captions per image and weighted mixes keep working: each item is resolved through the
 dataset's own `resolve` / `caption`). The model's forward takes such a batch as
-`model(image_features, text_features)` (float "tokens" are features).
+`model(image_features=..., text_features=...)`.
 
 Features are computed once per (tower weights, image transform, records, captions) and kept in
 `$LIPKIT_CACHE/features/<digest>.safetensors`, so a second run on the same data starts at once.

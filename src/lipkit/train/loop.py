@@ -37,7 +37,7 @@ from lipkit.run_dir import (
     save_run_config,
 )
 from lipkit.tokenizer import Tokenizer, build_tokenizer
-from lipkit.train.accumulation import forward_backward
+from lipkit.train.accumulation import TowerFeatures, forward_backward
 from lipkit.train.batches import BatchStream, batch_layout, check_batch_fits
 from lipkit.train.checkpointing import Checkpointer
 from lipkit.train.collapse_guard import CollapseError, CollapseGuard, prototype_capacity_warning
@@ -94,9 +94,9 @@ def check_train_config(t: TrainConfig, world_size: int = 1) -> None:
 
 
 def _to_device(batch: dict, tokenizer: Tokenizer, device: torch.device, dtype: torch.dtype, channels_last: bool):
-    if "image_features" in batch:  # frozen towers, cached features: the model takes them positionally
-        return (batch["image_features"].to(device, dtype, non_blocking=True),
-                batch["text_features"].to(device, dtype, non_blocking=True))
+    if "image_features" in batch:  # frozen towers, cached features (lipkit.data.feature_cache)
+        return TowerFeatures(batch["image_features"].to(device, dtype, non_blocking=True),
+                             batch["text_features"].to(device, dtype, non_blocking=True))
     images = batch["image"].to(device, dtype=dtype if batch["image"].is_floating_point() else None, non_blocking=True)
     if channels_last and images.ndim == 4:
         images = images.contiguous(memory_format=torch.channels_last)
