@@ -103,6 +103,21 @@ def test_a_run_recorded_before_a_field_existed_keeps_its_old_meaning(tmp_path):
     assert from_dict({}, recorded=True).model.prototypes.batch_norm is False
 
 
+def test_a_run_recorded_before_data_normalization_keeps_its_evaluation_transform(tmp_path):
+    """Runs written before data.normalization were evaluated with Fashion-MNIST's statistics when
+    their tower had one channel, with data.image_mean / image_std otherwise."""
+    path = tmp_path / "config.yaml"
+    for channels, recorded in ((1, "fashion-mnist"), (3, "mean-std")):
+        old = to_dict(from_dict({"model": {"vision": {"channels": channels}}}))
+        del old["data"]["normalization"]
+        path.write_text(yaml.safe_dump(old))
+        assert load_config(str(path), recorded=True).data.normalization == recorded
+        assert load_config(str(path)).data.normalization == "mean-std"  # a new config: the default
+        old["data"]["normalization"] = "mean-std"  # a run that recorded it: as recorded
+        path.write_text(yaml.safe_dump(old))
+        assert load_config(str(path), recorded=True).data.normalization == "mean-std"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -63,12 +63,13 @@ def load_run(run_dir: str | Path) -> tuple[LIPModel, Tokenizer, RunConfig]:
 
 
 def image_transform(cfg: RunConfig) -> ImageTransform:
-    """The evaluation transform of a run: resize the shorter side, centre crop, normalise."""
+    """The evaluation transform of a run: resize the shorter side, centre crop, and normalise as
+    the run's training images were (data.normalization)."""
     from lipkit.data import fashion_mnist
     from lipkit.data.sources import transform_from_config
 
     v = cfg.model.vision
-    if v.channels == 1:  # the grayscale towers are trained on Fashion-MNIST's normalisation
+    if cfg.data.normalization == "fashion-mnist":
         return ImageTransform(v.image_size, (fashion_mnist.MEAN,), (fashion_mnist.STD,))
     return transform_from_config(cfg.data, v, train=False)  # data.image_mean / image_std
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from lipkit import distributed
 from lipkit.config import ConfigError, RunConfig, TrainConfig
 from lipkit.data import SkipTracker, TrackedBatches, build_train_dataset
+from lipkit.data.builtins import train_normalization
 from lipkit.data.feature_cache import cache_tower_features, cacheable
 from lipkit.errors import LipkitError
 from lipkit.models import LIPModel
@@ -144,6 +145,7 @@ def _train(cfg: RunConfig, place: RunPlace, dist_info: distributed.DistInfo, ove
 
     # ---- data and tokenizer
     dataset = build_train_dataset(cfg.data, seed=cfg.train.seed, vision=cfg.model.vision)
+    cfg.data.normalization = train_normalization(cfg.data, cfg.model.vision)  # what evaluation repeats
     tokenizer = build_tokenizer(cfg.model.text, dataset.possible_captions())
     cfg.model.text.vocab_size = tokenizer.vocab_size
 
