@@ -30,7 +30,7 @@ from lipkit.files import atomic_write
 from .cache import cache_dir
 from .images import BadSampleError
 from .mix import MixedPairs
-from .pairs import _MAX_REPLACEMENTS, PairDataset, encode_skips, sample_hash
+from .pairs import PairDataset, encode_skips, first_usable
 
 FORMAT_VERSION = 1
 
@@ -148,18 +148,18 @@ class CachedFeatures(Dataset):
     def __getitem__(self, index: int) -> dict:
         n, e = len(self), self.epoch
         index %= n
-        skipped, candidate = [], index
-        for attempt in range(_MAX_REPLACEMENTS):
+
+        def features(candidate: int) -> dict:
             leaf, j = self.dataset.resolve(candidate, e)
             k = self._leaf_index[id(leaf)]
-            if (k, j) not in self.bad:
-                caption = leaf.caption(j, e)
-                return {"image_features": self.image_features[k][j],
-                        "text_features": self.text_features[self.caption_index[caption]],
-                        "caption": caption, "index": index, "skipped": encode_skips(skipped)}
-            skipped.append(tuple(json.loads(self.bad[(k, j)])[0]))
-            candidate = sample_hash(getattr(self.dataset, "seed", 0), e, index, 3 + attempt) % n
-        raise BadSampleError(self.name, f"{_MAX_REPLACEMENTS} samples in a row are unusable, e.g. {skipped[0][0]}")
+            if (k, j) in self.bad:  # an image that could not be decoded when the cache was made
+                raise BadSampleError(*json.loads(self.bad[(k, j)])[0])
+            caption = leaf.caption(j, e)
+            return {"image_features": self.image_features[k][j],
+                    "text_features": self.text_features[self.caption_index[caption]],
+                    "caption": caption, "index": index}
+
+        return first_usable(index, n, seed=getattr(self.dataset, "seed", 0), epoch=e, name=self.name, item=features)
 
 
 def cache_tower_features(dataset, model, tokenizer, *, device=None, batch_size: int = 64, num_workers: int = 0,
