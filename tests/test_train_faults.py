@@ -6,6 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lipkit.cli import main
+from lipkit.config import load_config
+from lipkit.objectives import register
+from lipkit.objectives.clip import ClipObjective
 from lipkit.run_dir import (
     CheckpointError,
     list_checkpoints,
@@ -14,10 +18,6 @@ from lipkit.run_dir import (
     resolve_resume,
     write_checkpoint,
 )
-from lipkit.cli import main
-from lipkit.config import load_config
-from lipkit.objectives import register
-from lipkit.objectives.clip import ClipObjective
 from lipkit.train import NonFiniteLossError, train
 from lipkit.train.metrics_log import read_metrics
 

@@ -109,6 +109,12 @@ def read_tensors(path: Path, what: str = "weights") -> dict[str, torch.Tensor]:
 
 def load_state_into(model: torch.nn.Module, path: Path) -> None:
     """Load weights, refusing a checkpoint of another architecture with the keys that differ."""
+    model.load_state_dict(weights_for(model, path))
+
+
+def weights_for(model: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """The weights at `path`, refused with the keys that differ when they are of another
+    architecture than `model`'s."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing model weights")
     state = read_tensors(path)
@@ -125,7 +131,7 @@ def load_state_into(model: torch.nn.Module, path: Path) -> None:
         if shape:
             parts.append("shape differs for " + _few([f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in shape]))
         raise CheckpointError(f"{path}: checkpoint is for another architecture: " + "; ".join(parts))
-    model.load_state_dict(state)
+    return state
 
 
 def _few(items: list[str], n: int = 5) -> str:

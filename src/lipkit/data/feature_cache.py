@@ -105,7 +105,9 @@ def _compute(model, leaves, captions, tokenizer, device, batch_size, num_workers
     try:
         for k, leaf in enumerate(leaves):
             out = torch.zeros(len(leaf), model.vision.width)
-            loader = DataLoader(_ImagesOf(leaf), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+            # its own generator: computing the cache leaves the training's random streams as they were
+            loader = DataLoader(_ImagesOf(leaf), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
+                                generator=torch.Generator())
             for idx, images, bad_items in tqdm(loader, desc=f"features: {leaf.name} images", unit="batch",
                                                dynamic_ncols=True):
                 if images is not None:

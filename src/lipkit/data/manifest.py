@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from lipkit.files import atomic_write, write_json
 from lipkit.data.cache import DataSourceError
+from lipkit.files import atomic_write, write_json
 
 MANIFEST = "items.jsonl"
 META = "meta.json"

@@ -30,7 +30,7 @@ from .cache import DataSourceError
 from .captions import check_templates
 from .images import DEFAULT_MAX_PIXELS
 from .mix import MixedPairs
-from .pairs import ArrayPairs, FilePairs, PairDataset, PairRecord
+from .pairs import ArrayPairs, FilePairs, PairDataset
 from .stream import EpochStream, MapStream, MixedStream
 from .transforms import ImageTransform
 
