@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from .pairs import PairDataset, first_usable, sample_hash, shared_epoch
+from .pairs import PairDataset, checked_index, first_usable, sample_hash, shared_epoch
 
 
 def allocate(total: int, weights: Sequence[float]) -> list[int]:
@@ -94,6 +94,4 @@ class MixedPairs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} items")
-        return first_usable(index % n, n, seed=self.seed, epoch=self.epoch, name=self.name, item=self.item)
+        return first_usable(checked_index(index, n), n, seed=self.seed, epoch=self.epoch, name=self.name, item=self.item)

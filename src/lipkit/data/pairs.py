@@ -51,6 +51,13 @@ def decode_skips(value) -> list[tuple[str, str]]:
     return [tuple(s) for s in value]
 
 
+def checked_index(index: int, size: int) -> int:
+    """`index` as a position in [0, size): a negative one counts from the end."""
+    if not -size <= index < size:
+        raise IndexError(f"index {index} out of range for {size} items")
+    return index % size
+
+
 def first_usable(index: int, size: int, *, seed: int, epoch: int, name: str, item: Callable[[int], dict]) -> dict:
     """`item(index)`; when that sample is unusable (BadSampleError), `item` of a pseudo-random
     replacement instead (by seed, epoch and index: not the neighbour, as neighbours often share the
@@ -187,9 +194,7 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} items")
-        return first_usable(index % n, n, seed=self.seed, epoch=self.epoch, name=self.name, item=self.item)
+        return first_usable(checked_index(index, n), n, seed=self.seed, epoch=self.epoch, name=self.name, item=self.item)
 
 
 class FilePairs(PairDataset):
