@@ -123,7 +123,7 @@ def _inject(spec: dict) -> None:
     number `spec["checkpoint"]` (1-based), or raises ENOSPC there (`spec["enospc"]`)."""
     import errno
 
-    import lipkit.checkpoint as checkpoint
+    import lipkit.run_dir as run_dir
     import lipkit.train.checkpointing as checkpointing
 
     count = {"n": 0}
@@ -134,12 +134,12 @@ def _inject(spec: dict) -> None:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), phase)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    write_checkpoint, fsync, atomic_write, prune = (checkpointing.write_checkpoint, checkpoint._fsync,
+    write_checkpoint, fsync, atomic_write, prune = (checkpointing.write_checkpoint, run_dir.fsync,
                                                     checkpointing.atomic_write, checkpointing.prune_checkpoints)
 
-    def counted_write_checkpoint(run_dir, step, files):
+    def counted_write_checkpoint(run, step, files):
         count["n"] += 1
-        return write_checkpoint(run_dir, step, files)
+        return write_checkpoint(run, step, files)
 
     def fsync_then_fault(path):
         fsync(path)
@@ -154,15 +154,15 @@ def _inject(spec: dict) -> None:
             fault("while copying the weights")  # the copy is in a temp file, not yet renamed
         return atomic_write(path, write_then_fault)
 
-    def prune_with_fault(run_dir, keep):
-        doomed = checkpoint.list_checkpoints(run_dir)[:-keep]
+    def prune_with_fault(run, keep):
+        doomed = run_dir.list_checkpoints(run)[:-keep]
         if doomed:  # half deleted, as a kill in the middle of rmtree leaves it
             (doomed[0] / "model.safetensors").unlink(missing_ok=True)
             fault("while pruning")
-        return prune(run_dir, keep)
+        return prune(run, keep)
 
     checkpointing.write_checkpoint = counted_write_checkpoint
-    checkpoint._fsync = fsync_then_fault
+    run_dir.fsync = fsync_then_fault
     checkpointing.atomic_write = copy_then_fault
     checkpointing.prune_checkpoints = prune_with_fault
 

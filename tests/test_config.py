@@ -111,6 +111,21 @@ def test_the_command_line_is_built_without_torch():
     assert proc.stdout.strip() == "[]"
 
 
+def test_a_run_recorded_before_data_normalization_keeps_its_evaluation_transform(tmp_path):
+    """Runs written before data.normalization were evaluated with Fashion-MNIST's statistics when
+    their tower had one channel, with data.image_mean / image_std otherwise."""
+    path = tmp_path / "config.yaml"
+    for channels, recorded in ((1, "fashion-mnist"), (3, "mean-std")):
+        old = to_dict(from_dict({"model": {"vision": {"channels": channels}}}))
+        del old["data"]["normalization"]
+        path.write_text(yaml.safe_dump(old))
+        assert load_config(str(path), recorded=True).data.normalization == recorded
+        assert load_config(str(path)).data.normalization == "mean-std"  # a new config: the default
+        old["data"]["normalization"] = "mean-std"  # a run that recorded it: as recorded
+        path.write_text(yaml.safe_dump(old))
+        assert load_config(str(path), recorded=True).data.normalization == "mean-std"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

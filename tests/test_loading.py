@@ -7,7 +7,7 @@ from _interop_data import RGB, fashion_images, max_difference, tiny_run, tuxpain
 from PIL import Image
 
 import lipkit
-from lipkit.checkpoint import MODEL_FILE, CheckpointError, list_checkpoints
+from lipkit.run_dir import MODEL_FILE, CheckpointError, list_checkpoints
 from lipkit.cli import main
 from lipkit.data import fashion_mnist, load_fashion_mnist
 from lipkit.eval.models import from_lipkit_run
@@ -62,6 +62,18 @@ def test_preprocess_is_the_evaluation_transform(xclip, tmp_path):
     by_hand = (by_hand.permute(2, 0, 1) / 255 - 0.5) / 0.5
     assert torch.allclose(rgb.preprocess(photo), by_hand, atol=1e-6)
     assert from_lipkit_run(rgb.path).preprocess == rgb.preprocess
+
+
+def test_a_run_records_how_its_images_were_normalised(xclip, tmp_path):
+    """data.normalization says what training did, and lipkit.load repeats it: Fashion-MNIST's own
+    statistics for its native tensors; data.image_mean / image_std for a grayscale tower trained
+    through the image transform (such a run's images were once evaluated with Fashion-MNIST's)."""
+    assert load_directory(xclip.run_dir).config.data.normalization == "fashion-mnist"
+    digits = tiny_run(tmp_path / "digits", "data.source=digits", "data.image_mean=[0.25]", "data.image_std=[0.5]")
+    loaded = load_directory(digits.run_dir)
+    assert loaded.config.data.normalization == "mean-std"
+    white = Image.fromarray(np.full((28, 28), 255, dtype=np.uint8))
+    assert torch.allclose(loaded.preprocess(white), torch.full((1, 28, 28), (1 - 0.25) / 0.5))
 
 
 def test_foreign_specs_and_missing_directories_are_one_line_errors(tmp_path):

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from lipkit.checkpoint import CheckpointError, load_state_into, save_model
 from lipkit.config import ModelConfig, PrototypeHeadConfig, TextConfig, VisionConfig
 from lipkit.models import LIPModel
 from lipkit.models.heads import PrototypeHead
+from lipkit.run_dir import CheckpointError, load_state_into, save_model
 
 
 def tiny_cfg(heads=("clip", "prototypes"), causal=True, pooling="eos") -> ModelConfig:
@@ -165,7 +165,7 @@ def test_adapter_starts_as_identity_and_feeds_every_head():
     torch.testing.assert_close(model.encode_image(images), model.image_projection(trunk))
     torch.testing.assert_close(out["text_protos"], model.text_prototypes(model.text_trunk(tokens)))
     # Cached tower features (LiT) go through the adapter too.
-    cached = model(model.vision(images), model.text(tokens))
+    cached = model(image_features=model.vision(images), text_features=model.text(tokens))
     torch.testing.assert_close(cached["image_embeds"], out["image_embeds"])
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lipkit.checkpoint import CheckpointError, CheckpointWriteError, list_checkpoints, load_run, write_checkpoint
 from lipkit.cli import main
+from lipkit.loading import load_run
 from lipkit.objectives import register
 from lipkit.objectives.clip import ClipObjective
+from lipkit.run_dir import CheckpointError, CheckpointWriteError, list_checkpoints, write_checkpoint
 from lipkit.run_lock import LOCK_FILE, RunLock, RunLockedError
 
 TINY = ["train.batch_size=32", "train.warmup_steps=1", "train.log_every_steps=1", "train.progress=false",
@@ -200,7 +201,7 @@ def _flip_a_byte(path: Path) -> None:
 def test_resume_latest_falls_back_past_a_damaged_checkpoint(old_run, capsys, caplog):
     newest = list_checkpoints(old_run)[-1]
     _flip_a_byte(newest / "model.safetensors")
-    with caplog.at_level(logging.WARNING, logger="lipkit.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="lipkit.run_dir"):
         assert main(["train", "--out", str(old_run), "--resume", "latest", "--set=train.steps=6"]) == 0
     assert (f"lipkit: warning: checkpoint {newest} is damaged (model.safetensors does not match the checksum "
             f"recorded when it was written); resuming from step-00000002 instead") in caplog.text
@@ -227,7 +228,7 @@ def test_a_truncated_file_is_found_and_all_damaged_is_one_line(old_run, capsys):
 def test_a_trainer_state_that_is_not_a_checkpoint_gives_no_unsafe_advice(tmp_path):
     import pickle
 
-    from lipkit.checkpoint import load_trainer_state
+    from lipkit.run_dir import load_trainer_state
 
     pickle.dump({"format": 1, "payload": Path("/")}, open(tmp_path / "trainer.pt", "wb"))
     with pytest.raises(CheckpointError) as err:

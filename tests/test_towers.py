@@ -188,7 +188,7 @@ def test_forward_on_features_is_forward_on_inputs():
     model = LIPModel(small_cfg(lock_image=True, lock_text=True))
     images, tokens = torch.randn(3, 3, 8, 8), torch.randint(3, 300, (3, 12))
     full = model(images, tokens)
-    from_features = model(model.vision(images), model.text(tokens))  # float "tokens" are features
+    from_features = model(image_features=model.vision(images), text_features=model.text(tokens))
     assert torch.allclose(full["image_embeds"], from_features["image_embeds"])
     assert torch.allclose(full["text_embeds"], from_features["text_embeds"])
 

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from lipkit.checkpoint import load_run
 from lipkit.config import load_config
 from lipkit.data import FashionMNISTPairs
+from lipkit.loading import load_run
 from lipkit.train import train
 from lipkit.train.optim import lr_factor, param_groups
 

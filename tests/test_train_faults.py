@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lipkit.checkpoint import (
+from lipkit.cli import main
+from lipkit.config import load_config
+from lipkit.objectives import register
+from lipkit.objectives.clip import ClipObjective
+from lipkit.run_dir import (
     CheckpointError,
     list_checkpoints,
     load_trainer_state,
@@ -14,10 +18,6 @@ from lipkit.checkpoint import (
     resolve_resume,
     write_checkpoint,
 )
-from lipkit.cli import main
-from lipkit.config import load_config
-from lipkit.objectives import register
-from lipkit.objectives.clip import ClipObjective
 from lipkit.train import NonFiniteLossError, train
 from lipkit.train.metrics_log import read_metrics
 

@@ -225,6 +225,11 @@ class DataConfig:
     # images of pair sources: resize + crop to model.vision.image_size, then (x - mean) / std
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    # How the training images were normalised, recorded by the trainer (a value given is replaced)
+    # and repeated by evaluation and lipkit.load: "mean-std" is image_mean / image_std,
+    # "fashion-mnist" the data set's own statistics on the native tensors it gives a 1x28x28 tower
+    # (lipkit.data.builtins). A run recorded before this field: see from_dict.
+    normalization: Literal["mean-std", "fashion-mnist"] = "mean-std"
     crop: Literal["center", "random"] = "center"  # random: random resized crop for training
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # area share of a random crop
     hflip: bool = False  # random horizontal flips in training
@@ -319,7 +324,12 @@ class RunConfig:
 # --------------------------------------------------------------------------- (de)serialisation
 def from_dict(data: dict, recorded: bool = False) -> RunConfig:
     """`recorded`: `data` is a config a run wrote (see typed_config.from_mapping)."""
-    return from_mapping(RunConfig, data, recorded=recorded)
+    cfg = from_mapping(RunConfig, data, recorded=recorded)
+    if recorded and "normalization" not in (data.get("data") or {}):
+        # A run from before data.normalization: lipkit evaluated one-channel towers with
+        # Fashion-MNIST's statistics and every other tower with data.image_mean / image_std.
+        cfg.data.normalization = "fashion-mnist" if cfg.model.vision.channels == 1 else "mean-std"
+    return cfg
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -10,17 +10,20 @@ maps a list of strings to token ids [B, context_length].
     images = torch.stack([preprocess(Image.open(p)) for p in paths])
     image_embeds = model.encode_image(images, normalize=True)
     text_embeds = model.encode_text(tokenizer(["a photo of a bag"]), normalize=True)
+
+Underneath: `load_model` (the model alone), `load_run` (model, tokenizer, config) and
+`load_directory` (all of it), over the run-directory format of lipkit.run_dir.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipkit.checkpoint import load_run
 from lipkit.config import RunConfig
 from lipkit.data.transforms import ImageTransform
 from lipkit.errors import LipkitError
 from lipkit.models import LIPModel
+from lipkit.run_dir import MODEL_FILE, TOKENIZER_FILE, CheckpointError, load_run_config, load_state_into
 from lipkit.tokenizer import Tokenizer
 
 FOREIGN_PREFIXES = ("open_clip:", "hf:")
@@ -39,13 +42,34 @@ class LoadedModel:
     path: Path
 
 
+def load_model(run_dir: str | Path) -> LIPModel:
+    """The model of a run, checkpoint or imported-model directory, in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    model = LIPModel(cfg.model)
+    load_state_into(model, run_dir / MODEL_FILE)
+    model.eval()
+    return model
+
+
+def load_run(run_dir: str | Path) -> tuple[LIPModel, Tokenizer, RunConfig]:
+    """(model, tokenizer, config) of a finished or in-progress run directory."""
+    run_dir = Path(run_dir)
+    model = load_model(run_dir)
+    tok_path = run_dir / TOKENIZER_FILE
+    if not tok_path.is_file():
+        raise CheckpointError(f"{run_dir}: missing {TOKENIZER_FILE}")
+    return model, Tokenizer.load(tok_path), load_run_config(run_dir)
+
+
 def image_transform(cfg: RunConfig) -> ImageTransform:
-    """The evaluation transform of a run: resize the shorter side, centre crop, normalise."""
+    """The evaluation transform of a run: resize the shorter side, centre crop, and normalise as
+    the run's training images were (data.normalization)."""
     from lipkit.data import fashion_mnist
     from lipkit.data.sources import transform_from_config
 
     v = cfg.model.vision
-    if v.channels == 1:  # the grayscale towers are trained on Fashion-MNIST's normalisation
+    if cfg.data.normalization == "fashion-mnist":
         return ImageTransform(v.image_size, (fashion_mnist.MEAN,), (fashion_mnist.STD,))
     return transform_from_config(cfg.data, v, train=False)  # data.image_mean / image_std
 

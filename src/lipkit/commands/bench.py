@@ -70,14 +70,14 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(result.lines()))
         out = vars(result)
     else:
-        from lipkit.bench import lipkit_only
+        from lipkit.bench import speed_figures
 
         if args.what == "xclip-ratio":
-            out = lipkit_only.xclip_step_ratio(rounds=args.rounds, warmup=args.warmup, threads=args.threads)
+            out = speed_figures.xclip_step_ratio(rounds=args.rounds, warmup=args.warmup, threads=args.threads)
         elif args.what == "data-share":
-            out = lipkit_only.data_wait_share(threads=args.threads)
+            out = speed_figures.data_wait_share(threads=args.threads)
         else:
-            out = lipkit_only.embedding_throughput(threads=args.threads, with_peer=_open_clip_available())
+            out = speed_figures.embedding_throughput(threads=args.threads, with_peer=_open_clip_available())
         print(args.what)
         _print_dict(out)
     if args.out:

@@ -3,38 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-FETCHABLE = ("tuxpaint", "openclipart", "fashion-mnist", "digits")
+from lipkit.data.builtins import BUILTIN_SOURCES
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from lipkit.errors import UsageError
-
-    name = args.name
-    if name == "tuxpaint":
-        from lipkit.data import tuxpaint
-
-        where = tuxpaint.fetch(force=args.force)
-        n = len(tuxpaint.load_tuxpaint())
-    elif name == "openclipart":
-        from lipkit.data import openclipart
-
-        where = openclipart.fetch(force=args.force)
-        n = len(openclipart.load_openclipart())
-    elif name == "fashion-mnist":
-        from lipkit.data import fashion_mnist
-
-        if args.force:
-            for f in fashion_mnist.FILES:
-                (fashion_mnist.data_dir() / f).unlink(missing_ok=True)
-        where = fashion_mnist.ensure_files()
-        n = len(fashion_mnist.load_fashion_mnist("train")[1]) + len(fashion_mnist.load_fashion_mnist("test")[1])
-    elif name == "digits":
-        from sklearn.datasets import load_digits
-
-        where, n = "the scikit-learn package (bundled)", len(load_digits().target)
-    else:
-        raise UsageError(f"unknown source {name!r}; available: {', '.join(FETCHABLE)}")
-    print(f"{name}: {n} items in {where}")
+    where, n = BUILTIN_SOURCES[args.name].fetch(args.force)
+    print(f"{args.name}: {n} items in {where}")
     return 0
 
 
@@ -62,7 +36,7 @@ def add_parser(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", required=True)
 
     f = dsub.add_parser("fetch", help="download and prepare a built-in source into $LIPKIT_CACHE")
-    f.add_argument("name", choices=FETCHABLE)
+    f.add_argument("name", choices=list(BUILTIN_SOURCES))
     f.add_argument("--force", action="store_true", help="fetch again even when cached")
     f.set_defaults(func=_fetch)
 

@@ -10,8 +10,8 @@ def _config(args: argparse.Namespace):
     """(config, what to resume): --config if given; when resuming without one, the checkpoint's own
     config (plus --set), and that checkpoint (found once: its checksums are not read twice); with
     --init, the init model's config with its heads left to the objective (plus --set)."""
-    from lipkit.checkpoint import CONFIG_FILE, resolve_resume
     from lipkit.config import ConfigError, load_config
+    from lipkit.run_dir import CONFIG_FILE, resolve_resume
 
     if args.config is not None:
         return load_config(args.config, args.set or []), args.resume

@@ -12,7 +12,6 @@ the input of the conversion are never its output.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from lipkit.config import SourceConfig
 from lipkit.errors import UsageError
+from lipkit.files import write_json
 from lipkit.writable import check_writable
 
 from .cache import DataSourceError
@@ -136,7 +136,7 @@ def convert_to_shards(src: SourceConfig, out_dir: Path, shard_size: int, *, pref
             raise DataSourceError(f"{src.path}: no usable sample to convert{first}; {out_dir} is unchanged")
         if report.skipped:
             data = [{"where": w, "reason": r} for w, r in report.skipped]
-            (staging / f"{prefix}-skipped.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+            write_json(staging / f"{prefix}-skipped.json", data)
         moved = _move_into_place(staging, out_dir, existing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -7,7 +7,7 @@ length whose items are `{"image_features", "text_features", "caption", "index", 
 image features of the item's record and the text features of the caption it draws this epoch
 (several captions per image and weighted mixes keep working: each item is resolved through the
 dataset's own `resolve` / `caption`). The model's forward takes such a batch as
-`model(image_features, text_features)` (float "tokens" are features).
+`model(image_features=..., text_features=...)`.
 
 Features are computed once per (tower weights, image transform, records, captions) and kept in
 `$LIPKIT_CACHE/features/<digest>.safetensors`, so a second run on the same data starts at once.
@@ -25,10 +25,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lipkit.files import atomic_write
+
 from .cache import cache_dir
 from .images import BadSampleError
 from .mix import MixedPairs
-from .pairs import _MAX_REPLACEMENTS, PairDataset, encode_skips, sample_hash
+from .pairs import PairDataset, encode_skips, first_usable
 
 FORMAT_VERSION = 1
 
@@ -103,7 +105,9 @@ def _compute(model, leaves, captions, tokenizer, device, batch_size, num_workers
     try:
         for k, leaf in enumerate(leaves):
             out = torch.zeros(len(leaf), model.vision.width)
-            loader = DataLoader(_ImagesOf(leaf), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+            # its own generator: computing the cache leaves the training's random streams as they were
+            loader = DataLoader(_ImagesOf(leaf), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
+                                generator=torch.Generator())
             for idx, images, bad_items in tqdm(loader, desc=f"features: {leaf.name} images", unit="batch",
                                                dynamic_ncols=True):
                 if images is not None:
@@ -146,18 +150,18 @@ class CachedFeatures(Dataset):
     def __getitem__(self, index: int) -> dict:
         n, e = len(self), self.epoch
         index %= n
-        skipped, candidate = [], index
-        for attempt in range(_MAX_REPLACEMENTS):
+
+        def features(candidate: int) -> dict:
             leaf, j = self.dataset.resolve(candidate, e)
             k = self._leaf_index[id(leaf)]
-            if (k, j) not in self.bad:
-                caption = leaf.caption(j, e)
-                return {"image_features": self.image_features[k][j],
-                        "text_features": self.text_features[self.caption_index[caption]],
-                        "caption": caption, "index": index, "skipped": encode_skips(skipped)}
-            skipped.append(tuple(json.loads(self.bad[(k, j)])[0]))
-            candidate = sample_hash(getattr(self.dataset, "seed", 0), e, index, 3 + attempt) % n
-        raise BadSampleError(self.name, f"{_MAX_REPLACEMENTS} samples in a row are unusable, e.g. {skipped[0][0]}")
+            if (k, j) in self.bad:  # an image that could not be decoded when the cache was made
+                raise BadSampleError(*json.loads(self.bad[(k, j)])[0])
+            caption = leaf.caption(j, e)
+            return {"image_features": self.image_features[k][j],
+                    "text_features": self.text_features[self.caption_index[caption]],
+                    "caption": caption, "index": index}
+
+        return first_usable(index, n, seed=getattr(self.dataset, "seed", 0), epoch=e, name=self.name, item=features)
 
 
 def cache_tower_features(dataset, model, tokenizer, *, device=None, batch_size: int = 64, num_workers: int = 0,
@@ -194,8 +198,6 @@ def cache_tower_features(dataset, model, tokenizer, *, device=None, batch_size: 
 
 def _save(path: Path, image_feats, text, bad) -> None:
     from safetensors.torch import save_file
-
-    from lipkit.checkpoint import atomic_write
 
     tensors = {f"image.{k}": f.contiguous() for k, f in enumerate(image_feats)} | {"text": text.contiguous()}
     meta = {"bad": json.dumps([[k, j, s] for k, j, s in bad])}

@@ -17,11 +17,11 @@ judged too.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from lipkit.errors import LipkitError
+from lipkit.files import write_json
 
 from .pairs import decode_skips
 
@@ -104,10 +104,8 @@ class SkipTracker:
     def write_report(self) -> None:
         if self.report is None:
             return
-        from lipkit.checkpoint import atomic_write
-
         data = self.summary() | {"skipped": [{"where": w, "reason": r} for w, r in self.bad.items()]}
-        atomic_write(self.report, lambda p: p.write_text(json.dumps(data, indent=1)))
+        write_json(self.report, data)
 
 
 class TrackedBatches:

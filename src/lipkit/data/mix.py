@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from .images import BadSampleError
-from .pairs import _MAX_REPLACEMENTS, PairDataset, encode_skips, sample_hash, shared_epoch
+from .pairs import PairDataset, checked_index, first_usable, sample_hash, shared_epoch
 
 
 def allocate(total: int, weights: Sequence[float]) -> list[int]:
@@ -95,16 +94,4 @@ class MixedPairs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} items")
-        index %= n
-        skipped, candidate = [], index
-        for attempt in range(_MAX_REPLACEMENTS):
-            try:
-                item = self.item(candidate)
-                item["skipped"] = encode_skips(skipped)
-                return item
-            except BadSampleError as e:
-                skipped.append((e.where, e.reason))
-                candidate = sample_hash(self.seed, self.epoch, index, 3 + attempt) % n
-        raise BadSampleError(self.name, f"{_MAX_REPLACEMENTS} samples in a row are unusable, e.g. {skipped[0][0]}: {skipped[0][1]}")
+        return first_usable(checked_index(index, n), n, seed=self.seed, epoch=self.epoch, name=self.name, item=self.item)

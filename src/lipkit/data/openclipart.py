@@ -22,12 +22,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from .builtins import BUILTIN_SOURCES
 from .cache import DataSourceError, cache_dir
-from .manifest import is_fetched, read_manifest, write_manifest
+from .manifest import fetched_items, needs_fetch, write_manifest
 
 PACKAGE = "openclipart-svg"
 SVG_DIR = "usr/share/openclipart/svg"
-LICENSE = "Public domain (Debian package openclipart-svg; Open Clip Art Library contributors)"
 RASTER_SIZE = 256
 FORMAT_VERSION = 1
 
@@ -114,11 +114,8 @@ def fetch(force: bool = False, workers: int = 0) -> Path:
     from . import debian, svg
 
     dest = data_dir()
-    if is_fetched(dest, FORMAT_VERSION) and not force:
+    if not needs_fetch(dest, FORMAT_VERSION, force, svg.check_available):
         return dest
-    svg.check_available()
-    if force:
-        shutil.rmtree(dest, ignore_errors=True)
     entries, skipped = [], []
     try:
         with debian.extracted_package(PACKAGE) as root:
@@ -157,22 +154,15 @@ def fetch(force: bool = False, workers: int = 0) -> Path:
         del e["src"]
         kept.append(e)
     write_manifest(dest, kept, skipped, {"format_version": FORMAT_VERSION, "package": PACKAGE, "version": version,
-                                         "license": LICENSE, "raster_size": RASTER_SIZE})
+                                         "license": BUILTIN_SOURCES["openclipart"].licence, "raster_size": RASTER_SIZE})
     return dest
 
 
 def load_openclipart(fetch_if_missing: bool = True) -> list[ClipArtItem]:
     dest = data_dir()
-    if not is_fetched(dest, FORMAT_VERSION):
-        if not fetch_if_missing:
-            raise DataSourceError(f"Open Clip Art is not in {dest}; run 'lipkit data fetch openclipart'")
-        fetch()
-    items = read_manifest(dest, lambda e: ClipArtItem(e["id"], dest / e["image"], e["caption"], e["category"]), "lipkit data fetch openclipart --force")
-    return sorted(items, key=lambda it: it.id)
+    return fetched_items(dest, FORMAT_VERSION, lambda e: ClipArtItem(e["id"], dest / e["image"], e["caption"], e["category"]),
+                         name="openclipart", what="Open Clip Art", fetch=fetch, fetch_if_missing=fetch_if_missing)
 
 
 def clear_cache() -> None:
     shutil.rmtree(data_dir(), ignore_errors=True)
-
-
-

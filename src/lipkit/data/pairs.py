@@ -15,7 +15,7 @@ DataLoader's default collation keeps it (a list of strings per batch) and
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,29 @@ def decode_skips(value) -> list[tuple[str, str]]:
     if all(isinstance(v, str) for v in value):
         return [s for v in value for s in decode_skips(v)]
     return [tuple(s) for s in value]
+
+
+def checked_index(index: int, size: int) -> int:
+    """`index` as a position in [0, size): a negative one counts from the end."""
+    if not -size <= index < size:
+        raise IndexError(f"index {index} out of range for {size} items")
+    return index % size
+
+
+def first_usable(index: int, size: int, *, seed: int, epoch: int, name: str, item: Callable[[int], dict]) -> dict:
+    """`item(index)`; when that sample is unusable (BadSampleError), `item` of a pseudo-random
+    replacement instead (by seed, epoch and index: not the neighbour, as neighbours often share the
+    fault), up to _MAX_REPLACEMENTS tries. The item's "skipped" lists the bad samples met on the way."""
+    skipped, candidate = [], index
+    for attempt in range(_MAX_REPLACEMENTS):
+        try:
+            found = item(candidate)
+            found["skipped"] = encode_skips(skipped)
+            return found
+        except BadSampleError as e:
+            skipped.append((e.where, e.reason))
+            candidate = sample_hash(seed, epoch, index, 3 + attempt) % size
+    raise BadSampleError(name, f"{_MAX_REPLACEMENTS} samples in a row are unusable, e.g. {skipped[0][0]}: {skipped[0][1]}")
 
 
 def shared_epoch() -> torch.Tensor:
@@ -171,21 +194,7 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} items")
-        index %= n
-        skipped = []
-        candidate = index
-        for attempt in range(_MAX_REPLACEMENTS):
-            try:
-                item = self.item(candidate)
-                item["skipped"] = encode_skips(skipped)
-                return item
-            except BadSampleError as e:
-                skipped.append((e.where, e.reason))
-                # a pseudo-random replacement, not the neighbour: neighbours often share the fault
-                candidate = sample_hash(self.seed, self.epoch, index, 3 + attempt) % n
-        raise BadSampleError(self.name, f"{_MAX_REPLACEMENTS} samples in a row are unusable, e.g. {skipped[0][0]}: {skipped[0][1]}")
+        return first_usable(checked_index(index, n), n, seed=self.seed, epoch=self.epoch, name=self.name, item=self.item)
 
 
 class FilePairs(PairDataset):

@@ -11,28 +11,30 @@ A spec is a string or a `SourceConfig` (or a list of them, mixed by weight):
 
 Map-style sources give a `PairDataset` (its size counted when opened); shards give a stream
 (`ShardStream`); a mix is map-style when all its parts are (`MixedPairs`), else a stream
-(`MixedStream`). Built-ins: fashion-mnist (train split, templated captions), digits (sklearn,
-templated), tuxpaint (all|train|holdout; train = fit + validation), openclipart.
+(`MixedStream`). Built-ins (lipkit.data.builtins): fashion-mnist (train|test, templated captions),
+digits (sklearn, templated), tuxpaint (all|train|holdout|fit|validation; train = fit + validation),
+openclipart.
+
+`build_train_dataset(data, seed, vision)` is a run's training pairs: `build_pairs`, or a built-in's
+native tensors for a tower that reads them (Fashion-MNIST's 1x28x28).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from lipkit.config import ConfigError, DataConfig, SourceConfig, VisionConfig
 
+from .builtins import BUILTIN_SOURCES, PairOptions, native_tensors
 from .cache import DataSourceError
-from .captions import check_templates, fill
+from .captions import check_templates
 from .images import DEFAULT_MAX_PIXELS
 from .mix import MixedPairs
-from .pairs import ArrayPairs, FilePairs, PairDataset, PairRecord
+from .pairs import ArrayPairs, FilePairs, PairDataset
 from .stream import EpochStream, MapStream, MixedStream
 from .transforms import ImageTransform
 
-BUILTINS = ("fashion-mnist", "digits", "tuxpaint", "openclipart")
-DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+BUILTINS = tuple(BUILTIN_SOURCES)
 DEFAULT_TEMPLATES = DataConfig().caption_templates
 
 
@@ -86,51 +88,6 @@ def detect_format(src: SourceConfig) -> str:
     raise DataSourceError(f"{path}: cannot tell its format; use a folder, .csv, .tsv, .jsonl or .tar shards, or set format")
 
 
-def _builtin(src: SourceConfig, transform, seed: int, templates: Sequence[str], max_pixels: int) -> PairDataset:
-    name, split = src.path, src.split
-    if name == "tuxpaint":
-        from .tuxpaint import load_tuxpaint, tuxpaint_holdout_split, tuxpaint_validation_split
-
-        if split in ("", "all"):
-            items = load_tuxpaint()
-        elif split in ("train", "holdout"):
-            train, holdout = tuxpaint_holdout_split()
-            items = train if split == "train" else holdout
-        elif split in ("fit", "validation"):
-            fit, validation = tuxpaint_validation_split()
-            items = fit if split == "fit" else validation
-        else:
-            raise ConfigError(f"source tuxpaint: split must be all, train, holdout, fit or validation, got {split!r}")
-        records = [PairRecord(str(it.image), it.captions, it.label) for it in items]
-        return FilePairs(records, transform, labels=True, seed=seed, name=f"tuxpaint:{split or 'all'}", max_pixels=max_pixels)
-    if name == "openclipart":
-        from .openclipart import load_openclipart
-
-        if split not in ("", "all"):
-            raise ConfigError(f"source openclipart: has no split {split!r} (only all)")
-        records = [PairRecord(str(it.image), it.captions) for it in load_openclipart()]
-        return FilePairs(records, transform, seed=seed, name="openclipart", max_pixels=max_pixels)
-    if name in ("fashion-mnist", "digits"):
-        templates = check_templates(templates, "data.caption_templates")
-        if name == "fashion-mnist":
-            from .fashion_mnist import fashion_mnist_prompts, load_fashion_mnist
-
-            if split not in ("", "train", "test"):
-                raise ConfigError(f"source fashion-mnist: split must be train or test, got {split!r}")
-            images, labels = load_fashion_mnist(split or "train")
-            names = fashion_mnist_prompts().class_names
-        else:
-            from sklearn.datasets import load_digits
-
-            d = load_digits()
-            images = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-            labels, names = d.target.astype(np.int64), [f"digit {n}" for n in DIGIT_NAMES]
-        per_class = [tuple(fill(t, n) for t in templates) for n in names]
-        records = [PairRecord(f"{name}[{i}]", per_class[int(y)], int(y)) for i, y in enumerate(labels)]
-        return ArrayPairs(images, records, transform, seed=seed, name=name)
-    raise ConfigError(f"unknown built-in source {name!r}; available: {', '.join(BUILTINS)}")
-
-
 def open_source(spec: str | SourceConfig, transform: ImageTransform | None, *, seed: int = 0,
                 templates: Sequence[str] = DEFAULT_TEMPLATES, max_pixels: int = DEFAULT_MAX_PIXELS,
                 shuffle_buffer: int = 1000) -> PairDataset | EpochStream:
@@ -147,7 +104,9 @@ def open_source(spec: str | SourceConfig, transform: ImageTransform | None, *, s
         return ShardStream(src.path, transform, seed=seed, shuffle_buffer=shuffle_buffer,
                            caption_field=src.caption_column, max_pixels=max_pixels, labels=bool(src.label_column))
     if fmt == "builtin":
-        ds = _builtin(src, transform, seed, templates, max_pixels)
+        if src.path not in BUILTIN_SOURCES:
+            raise ConfigError(f"unknown built-in source {src.path!r}; available: {', '.join(BUILTINS)}")
+        ds = BUILTIN_SOURCES[src.path].pairs(src.split, PairOptions(transform, seed, templates, max_pixels))
     else:
         if fmt == "folder":
             records, skipped = formats.read_folder(src.path)
@@ -228,3 +187,20 @@ def build_pairs(data: DataConfig, vision: VisionConfig, seed: int = 0, train: bo
             except ValueError as e:
                 raise ConfigError(f"data.caption_noise: {e}") from None
     return ds
+
+
+def build_train_dataset(data_cfg: DataConfig, seed: int = 0, vision: VisionConfig | None = None):
+    """The training pairs of a run. A built-in source with native tensors (`data.source:
+    fashion-mnist` alone: 1x28x28, normalised by the data set's own statistics) gives them as they
+    are to a tower that reads them; every other source, any list in `data.sources`, and other
+    towers (an imported RGB model) go through the image transform for `vision` (see `build_pairs`)."""
+    if data_cfg.train_limit < 0:
+        raise ConfigError(f"data.train_limit: must be >= 0 (0 = all), got {data_cfg.train_limit}")
+    if not 0 <= data_cfg.caption_noise <= 1:
+        raise ConfigError(f"data.caption_noise: must lie in [0, 1], got {data_cfg.caption_noise}")
+    native = native_tensors(data_cfg, vision)
+    if native is not None:
+        return native.pairs(data_cfg, seed)
+    if not data_cfg.sources and not data_cfg.source:
+        raise ConfigError("data.source: empty; name a built-in source, a folder, a file or shards (or list data.sources)")
+    return build_pairs(data_cfg, vision or VisionConfig(image_size=224, channels=3), seed=seed, train=True)

@@ -30,12 +30,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .builtins import BUILTIN_SOURCES
 from .cache import DataSourceError, atomic_copy, cache_dir
-from .manifest import is_fetched, read_manifest, write_manifest
+from .manifest import fetched_items, needs_fetch, write_manifest
 
 PACKAGE = "tuxpaint-stamps-default"
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
-LICENSE = "GPL-2.0-or-later (Debian package tuxpaint-stamps-default; stamps by Bill Kendrick and contributors)"
 RASTER_SIZE = 256  # longer side of rasterised SVG stamps
 FORMAT_VERSION = 1
 HOLDOUT_SIZE = 200
@@ -111,15 +111,11 @@ def _scan(stamps: Path) -> tuple[list[dict], list[tuple[str, str]]]:
 
 def fetch(force: bool = False, workers: int = 0) -> Path:
     """Fetch and prepare the stamps in the cache (a no-op when done before); returns the folder."""
-
     from . import debian, svg
 
     dest = data_dir()
-    if is_fetched(dest, FORMAT_VERSION) and not force:
+    if not needs_fetch(dest, FORMAT_VERSION, force, svg.check_available):
         return dest
-    svg.check_available()
-    if force:
-        shutil.rmtree(dest, ignore_errors=True)
     try:
         with debian.extracted_package(PACKAGE) as root:
             stamps = root / STAMPS_DIR
@@ -150,19 +146,15 @@ def fetch(force: bool = False, workers: int = 0) -> Path:
     for e in kept:
         del e["src"], e["fallback"]
     write_manifest(dest, kept, skipped, {"format_version": FORMAT_VERSION, "package": PACKAGE, "version": version,
-                                         "license": LICENSE, "raster_size": RASTER_SIZE})
+                                         "license": BUILTIN_SOURCES["tuxpaint"].licence, "raster_size": RASTER_SIZE})
     return dest
 
 
 def load_tuxpaint(fetch_if_missing: bool = True) -> list[TuxPaintItem]:
     """Every stamp, sorted by id (fetched into the cache on first use)."""
     dest = data_dir()
-    if not is_fetched(dest, FORMAT_VERSION):
-        if not fetch_if_missing:
-            raise DataSourceError(f"Tux Paint stamps are not in {dest}; run 'lipkit data fetch tuxpaint'")
-        fetch()
-    items = read_manifest(dest, lambda e: TuxPaintItem(e["id"], dest / e["image"], e["caption"], e["category"], e["style"], e["format"]), "lipkit data fetch tuxpaint --force")
-    return sorted(items, key=lambda it: it.id)
+    return fetched_items(dest, FORMAT_VERSION, lambda e: TuxPaintItem(e["id"], dest / e["image"], e["caption"], e["category"], e["style"], e["format"]),
+                         name="tuxpaint", what="Tux Paint stamps", fetch=fetch, fetch_if_missing=fetch_if_missing)
 
 
 def _rank_key(seed: int, item_id: str) -> str:

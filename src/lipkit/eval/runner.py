@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from lipkit.checkpoint import atomic_write
+from lipkit.files import atomic_write
 
 from .context import Context, note
 from .errors import EvalError, TaskSkipped

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from lipkit.config import DataConfig, EvalConfig
+from lipkit.data.builtins import BUILTIN_SOURCES
 
 from .errors import EvalError
 from .images import ImageFiles, Images
@@ -227,7 +228,7 @@ def tuxpaint(cfg: EvalConfig, seed: int = 0) -> EvalData:
     return EvalData(_name("tuxpaint", cfg), train, test, names, templates, style)
 
 
-BUILTIN_DATASETS = ("fashion-mnist", "tuxpaint")
+BUILTIN_DATASETS = tuple(name for name, s in BUILTIN_SOURCES.items() if s.eval_splits)
 
 
 def open_dataset(spec: str, cfg: EvalConfig, data_cfg: DataConfig | None = None,

@@ -2,10 +2,9 @@
 and the results page (`DIR/results.md`, and `--page FILE` with its figures beside it)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from lipkit.checkpoint import atomic_write
+from lipkit.files import atomic_write, write_json
 
 from .claims import judge_all
 from .page import render
@@ -25,15 +24,17 @@ def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command:
                   grid_seconds: float, page: Path | None = None) -> list[Path]:
     groups, choices = choose(spec, records, summarise(records))
     verdicts = judge_all(spec, groups)
-    written = [_text(out / "summary.json", json.dumps(
-        {"groups": to_json(groups),
-         "choices": [{"selection": c.selection, "dataset": c.dataset, "batch_size": c.batch_size,
-                      "chosen": c.chosen, "validation_scores": {k: s.__dict__ for k, s in c.scores.items()}}
-                     for c in choices],
-         "claims": [{"id": v.claim.id, "text": v.claim.text, "verdict": v.verdict,
-                     "wins": v.count("win"), "ties": v.count("tie"), "losses": v.count("loss"),
-                     "conditions": [c.__dict__ | {"outcome": c.outcome} for c in v.conditions]}
-                    for v in verdicts]}, indent=2) + "\n")]
+    summary = out / "summary.json"
+    write_json(summary, {
+        "groups": to_json(groups),
+        "choices": [{"selection": c.selection, "dataset": c.dataset, "batch_size": c.batch_size,
+                     "chosen": c.chosen, "validation_scores": {k: s.__dict__ for k, s in c.scores.items()}}
+                    for c in choices],
+        "claims": [{"id": v.claim.id, "text": v.claim.text, "verdict": v.verdict,
+                    "wins": v.count("win"), "ties": v.count("tie"), "losses": v.count("loss"),
+                    "conditions": [c.__dict__ | {"outcome": c.outcome} for c in v.conditions]}
+                   for v in verdicts]}, indent=2)
+    written = [summary]
     written.append(_text(out / "summary.md", "\n".join(
         line for d in spec.datasets for line in [f"## {d.name}", "", *dataset_tables(spec, groups, d.name)])))
     cell_seconds = sum(r.get("wall_seconds", r.get("train_seconds", 0) + r.get("eval_seconds", 0))

@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lipkit.checkpoint import CHECKPOINTS_DIR, MODEL_FILE, OBJECTIVE_FILE, atomic_write, list_checkpoints
 from lipkit.errors import LipkitError
+from lipkit.files import write_json
+from lipkit.run_dir import CHECKPOINTS_DIR, MODEL_FILE, OBJECTIVE_FILE, list_checkpoints
 
 from .grid import Cell, build_cells
 from .metrics import METRICS, extract
@@ -41,11 +42,6 @@ def _read(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _write(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def _clock(seconds: float) -> str:
@@ -91,7 +87,7 @@ def run_cell(cell: Cell, out: Path, spec: ExperimentSpec, memo) -> tuple[dict, s
             return record, result.stopped_by
         trained = {"config_digest": digest, "train_seconds": result.seconds,
                    "final_loss": result.final_loss, "bad_steps": result.bad_steps}
-        _write(cell_dir / TRAINED_FILE, trained)
+        write_json(cell_dir / TRAINED_FILE, trained, indent=2)
     start = time.perf_counter()
     evaluation = evaluate_model(load_model_spec(str(run_dir)), spec.tasks, progress=False, memo=memo)
     write_outputs(evaluation, run_dir / "results.json")
@@ -158,7 +154,7 @@ def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
                 "again to continue.")
             break
         record["wall_seconds"] = time.perf_counter() - t0  # loading, training, evaluation
-        _write(cell.directory(out) / CELL_FILE, record)
+        write_json(cell.directory(out) / CELL_FILE, record, indent=2)
         if spec.keep == "results":
             _prune(cell.directory(out) / "run")
         result.records.append(record)
@@ -171,8 +167,8 @@ def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
             f"(elapsed {_clock(elapsed)}{eta})")
     result.seconds = time.perf_counter() - start
     totals = _read(out / GRID_FILE) or {}
-    _write(out / GRID_FILE, {"wall_seconds": totals.get("wall_seconds", 0.0) + result.seconds,
-                             "invocations": totals.get("invocations", 0) + 1})
+    write_json(out / GRID_FILE, {"wall_seconds": totals.get("wall_seconds", 0.0) + result.seconds,
+                                 "invocations": totals.get("invocations", 0) + 1}, indent=2)
     return result
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lipkit.files import staged_directory
 from lipkit.loading import load_directory
 
 from . import hf, openclip
 from .agreement import Agreement, check
 from .layout import InteropError, canonical_state, check_exportable, to_theirs
-from .staging import staged_directory
 
 FORMATS = {"open_clip": openclip, "hf": hf}
 
@@ -46,7 +46,7 @@ def export_run(spec: str | Path, fmt: str, out: str | Path) -> ExportReport:
     module.check_tokenizer(cfg, tokenizer)
     state = to_theirs(canonical_state(model), module.rules(cfg), fmt)
     report = ExportReport(Path(out), notes)
-    with staged_directory(Path(out)) as tmp:
+    with staged_directory(Path(out), refuse=InteropError) as tmp:
         module.write(tmp, cfg, state, tokenizer, loaded.preprocess)
         if _target_importable(fmt):
             # the whole padded rows agree, unless the vocabulary pads with its end token there (write_tokenizer)

@@ -10,7 +10,6 @@ to read a model in.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from safetensors.torch import save_file
 
 from lipkit.config import ModelConfig, TextConfig, VisionConfig
 from lipkit.data.transforms import ImageTransform
+from lipkit.files import write_json
 from lipkit.tokenizer import Tokenizer
 
 from .layout import InteropError, Rule, affine, per_block, rename, rgb_normalisation, text_pooling, unbatched
@@ -100,13 +100,13 @@ def write_tokenizer(tokenizer: Tokenizer, out: Path) -> None:
         hf.save(str(out / "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": start, "eos_token": end, "pad_token": pad,
               "model_max_length": tokenizer.context_length, "processor_class": "CLIPProcessor"}
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(out / "tokenizer_config.json", config, indent=2)
 
 
 def write(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer: Tokenizer,
           preprocess: ImageTransform) -> None:
     log_scale = float(state["logit_scale"])
-    (out / "config.json").write_text(json.dumps(model_config(cfg, tokenizer, log_scale), indent=2) + "\n")
+    write_json(out / "config.json", model_config(cfg, tokenizer, log_scale), indent=2)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     write_tokenizer(tokenizer, out)
     mean, std = rgb_normalisation(preprocess)
@@ -117,7 +117,7 @@ def write(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer
         "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
         "image_mean": mean, "image_std": std,
     }
-    (out / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+    write_json(out / "preprocessor_config.json", processor, indent=2)
 
 
 def _transformers():

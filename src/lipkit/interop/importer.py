@@ -7,18 +7,17 @@ The run is a CLIP run (objective clip, heads [clip]); `lipkit eval OUT`, `lipkit
 source and the agreement."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lipkit.checkpoint import CONFIG_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, save_model, write_tensors
 from lipkit.config import RunConfig, save_config
+from lipkit.files import staged_directory, write_json
 from lipkit.models import LIPModel
+from lipkit.run_dir import CONFIG_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, save_model, write_tensors
 
 from . import hf, openclip
 from .agreement import Agreement, check
 from .layout import InteropError, lipkit_state, to_ours
-from .staging import staged_directory
 
 SOURCES = {"open_clip": openclip, "hf": hf}
 IMPORT_FILE = "import.json"
@@ -44,12 +43,12 @@ def import_model(spec: str, out: str | Path) -> ImportReport:
     model.load_state_dict(lipkit_state(to_ours(foreign.state, module.rules(cfg.model), fmt)))
     model.eval()
     agreement = check(model, foreign.tokenizer, foreign.target, spec, exact_ids=False)
-    with staged_directory(Path(out)) as tmp:
+    with staged_directory(Path(out), refuse=InteropError) as tmp:
         save_config(cfg, tmp / CONFIG_FILE)
         save_model(model, tmp)
         foreign.tokenizer.save(tmp / TOKENIZER_FILE)
         write_tensors({}, tmp / OBJECTIVE_FILE)  # the clip objective has no state
         record = {"source": spec, "max_abs_difference": {"image": agreement.image, "text": agreement.text},
                   "notes": foreign.notes}
-        (tmp / IMPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(tmp / IMPORT_FILE, record, indent=2)
     return ImportReport(Path(out), agreement, foreign.notes)

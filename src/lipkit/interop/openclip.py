@@ -9,7 +9,6 @@ lipkit.bench.peer (its torchvision shim), in the environment that has it (.venv-
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from safetensors.torch import save_file
 
 from lipkit.config import ModelConfig, TextConfig, VisionConfig
 from lipkit.data.transforms import ImageTransform
+from lipkit.files import write_json
 from lipkit.tokenizer import Tokenizer
 
 from .agreement import Foreign, Target
@@ -97,7 +97,7 @@ def model_config(cfg: ModelConfig, tokenizer: Tokenizer, preprocess: ImageTransf
 
 def write(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer: Tokenizer,
           preprocess: ImageTransform) -> None:
-    (out / CONFIG_FILE).write_text(json.dumps(model_config(cfg, tokenizer, preprocess), indent=2) + "\n")
+    write_json(out / CONFIG_FILE, model_config(cfg, tokenizer, preprocess), indent=2)
     save_file(state, str(out / WEIGHTS_FILE))
     write_tokenizer(tokenizer, out)
 

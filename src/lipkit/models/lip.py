@@ -82,18 +82,15 @@ class LIPModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, images: torch.Tensor | None, tokens: torch.Tensor | None, heads: Iterable[str] | None = None, *,
-        image_features: torch.Tensor | None = None, text_features: torch.Tensor | None = None,
-        towers_only: bool = False,
+        self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+        heads: Iterable[str] | None = None, *, image_features: torch.Tensor | None = None,
+        text_features: torch.Tensor | None = None, towers_only: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Tower features plus the requested heads (default: every head the model has).
-        Precomputed `image_features` / `text_features` (frozen towers, lipkit.data.feature_cache)
-        replace running the towers; going through forward keeps DDP's gradient hooks. Floating
-        point `tokens` are such features too (token ids are integers), so a trainer can pass a
-        cached batch positionally as `model(image_features, text_features)`. `towers_only`: just
-        the towers' pooled features (what `heads_from_features` takes)."""
-        if tokens is not None and tokens.is_floating_point() and image_features is None and text_features is None:
-            image_features, text_features, images, tokens = images, tokens, None, None
+        `image_features` / `text_features`: a tower's pooled features computed before (frozen
+        towers, lipkit.data.feature_cache), given in place of `images` / `tokens`, e.g.
+        `model(image_features=f, text_features=g)`; going through forward keeps DDP's gradient
+        hooks. `towers_only`: just the towers' pooled features (what `heads_from_features` takes)."""
         heads = self.heads if heads is None else frozenset(heads)
         missing = heads - self.heads
         if missing:
@@ -162,13 +159,15 @@ class LIPModel(nn.Module):
             self.log_logit_scale.clamp_(max=math.log(self.cfg.max_logit_scale))
 
     # ------------------------------------------------------------------ persistence
+    # The Hugging Face convention, kept as a convenience: models do not know the run-directory
+    # format, so these import it when called (lipkit.loading, which loads, imports this module).
     def save_pretrained(self, run_dir: str | Path) -> None:
-        from lipkit.checkpoint import save_model
+        from lipkit.run_dir import save_model
 
         save_model(self, Path(run_dir))
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path) -> "LIPModel":
-        from lipkit.checkpoint import load_model
+        from lipkit.loading import load_model
 
-        return load_model(Path(run_dir))
+        return load_model(run_dir)

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lipkit.checkpoint import atomic_write
+from lipkit.files import atomic_write
 
 from . import plots
 from .collect import RunData, load_sources

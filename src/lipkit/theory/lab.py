@@ -2,14 +2,13 @@
 and a PNG in the output directory, both written atomically."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipkit.checkpoint import atomic_write
 from lipkit.config import to_dict
+from lipkit.files import write_json
 from lipkit.theory.config import TheoryConfig
 from lipkit.theory.runner import Runner
 from lipkit.theory.studies import STUDIES
@@ -30,11 +29,6 @@ class LabResult:
 def _cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
-
-
-def write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=1, allow_nan=False)
-    atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
 
 
 def run_studies(names: list[str], cfg: TheoryConfig, out_dir: Path, workers: int = 1, progress: bool = True) -> LabResult:
@@ -59,6 +53,6 @@ def run_studies(names: list[str], cfg: TheoryConfig, out_dir: Path, workers: int
             "findings": findings,
             "plot": png.name,
         }
-        write_json(out_dir / f"{name}.json", doc)
+        write_json(out_dir / f"{name}.json", doc, allow_nan=False)
         files += [out_dir / f"{name}.json", png]
     return LabResult(files, len(runner.results), time.perf_counter() - wall0, _cpu_seconds() - cpu0)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lipkit.checkpoint import atomic_write  # noqa: E402
+from lipkit.files import atomic_write  # noqa: E402
 
 
 @dataclass

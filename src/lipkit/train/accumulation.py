@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -30,8 +31,26 @@ from lipkit.distributed import all_finite
 from lipkit.train.precision import Precision
 from lipkit.train.rng import capture_forward_rng, restore_forward_rng
 
-MicroBatch = tuple[torch.Tensor, torch.Tensor]  # (images, tokens) on the device
 FEATURES = ("image_features", "text_features")
+
+
+class TowerFeatures(NamedTuple):
+    """A micro-batch of the frozen towers' pooled features (lipkit.data.feature_cache), which the
+    model takes in place of images and tokens."""
+
+    image_features: torch.Tensor
+    text_features: torch.Tensor
+
+
+MicroBatch = tuple[torch.Tensor, torch.Tensor] | TowerFeatures  # (images, tokens) on the device, or features
+
+
+def model_inputs(micro: MicroBatch) -> dict[str, torch.Tensor]:
+    """The model's keyword arguments for one micro-batch."""
+    if isinstance(micro, TowerFeatures):
+        return micro._asdict()
+    images, tokens = micro
+    return {"images": images, "tokens": tokens}
 
 
 def forward_backward(
@@ -51,9 +70,8 @@ def forward_backward(
     (every rank decides the same, so distributed backward never hangs)."""
     heads = frozenset(heads)
     if len(micro_batches) == 1:
-        images, tokens = micro_batches[0]
         with precision.autocast():
-            outputs = model(images, tokens, heads=heads)
+            outputs = model(**model_inputs(micro_batches[0]), heads=heads)
         terms = objective(outputs)
         finite = all_finite(terms["loss"])
         if finite:
@@ -66,16 +84,16 @@ def forward_backward(
 def _feature_cache(model, lip_model, objective, micro_batches, heads, precision, no_sync):
     device = micro_batches[0][0].device
     size = micro_batches[0][0].shape[0]
-    if any(images.shape[0] != size for images, _ in micro_batches):
+    if any(micro[0].shape[0] != size for micro in micro_batches):
         raise ValueError("feature-cache accumulation needs micro-batches of equal size")
 
     # 1. no-grad tower pass, remembering the RNG state each forward started from
     rng_states, cached = [], []
     with torch.no_grad():
-        for images, tokens in micro_batches:
+        for micro in micro_batches:
             rng_states.append(capture_forward_rng(device))
             with precision.autocast():
-                cached.append(model(images, tokens, towers_only=True))
+                cached.append(model(**model_inputs(micro), towers_only=True))
 
     # 2. the heads and the objective on the whole batch
     leaves = {key: torch.cat([c[key] for c in cached]).detach().requires_grad_(True) for key in FEATURES}
@@ -92,11 +110,11 @@ def _feature_cache(model, lip_model, objective, micro_batches, heads, precision,
 
     # 3. recompute each micro-batch's towers with gradient and push the cached feature gradients through
     last = len(micro_batches) - 1
-    for i, (images, tokens) in enumerate(micro_batches):
+    for i, micro in enumerate(micro_batches):
         restore_forward_rng(rng_states[i], device)
         with no_sync() if i < last else contextlib.nullcontext():
             with precision.autocast():
-                features = model(images, tokens, towers_only=True)
+                features = model(**model_inputs(micro), towers_only=True)
             keys = [key for key in FEATURES if features[key].requires_grad and leaves[key].grad is not None]
             if keys:
                 torch.autograd.backward([features[key] for key in keys],

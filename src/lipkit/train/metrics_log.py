@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from lipkit.config import ConfigError
+from lipkit.files import atomic_write
 
 
 def to_number(v) -> float | int | str:
@@ -64,8 +65,6 @@ def read_metrics(path: Path) -> list[dict]:
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop records after `last_step` (logged by a run that died after its last checkpoint), so a
     resumed run continues the file without repeats. Rewritten atomically."""
-    from lipkit.checkpoint import atomic_write
-
     if not path.is_file():
         return
     keep = [line for line in path.read_text().splitlines()

@@ -50,6 +50,15 @@ class Parallel:
             return None
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Full (unsharded) weights into the model, every rank taking its part under FSDP."""
+        if self.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            self.model.load_state_dict(state)
+
     def optimizer_state(self, optimizer: torch.optim.Optimizer, objective: nn.Module) -> dict | None:
         if self.strategy == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict

@@ -1,5 +1,6 @@
-"""Random state: capture and restore every generator the loop uses, in a form that
-`torch.load(weights_only=True)` accepts (tensors, ints, tuples; no numpy objects)."""
+"""Random state: the one seeding function (`seed_all`), and capture and restore of every generator
+the loop uses, in a form that `torch.load(weights_only=True)` accepts (tensors, ints, tuples; no
+numpy objects)."""
 from __future__ import annotations
 
 import random
@@ -22,11 +23,16 @@ def mix_seed(*parts: int) -> int:
     return x >> 1
 
 
-def seed_all(seed: int) -> None:
-    """Seed python, numpy and torch's CPU generator (cheap: used once per data sample)."""
+def seed_all(seed: int, *, devices: bool = False) -> None:
+    """Seed python, numpy and torch's CPU generator (cheap: used once per data sample); with
+    `devices`, every accelerator's generator too (torch.manual_seed: the loop's start, whose
+    dropout may run on a GPU)."""
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
-    torch.default_generator.manual_seed(seed)
+    if devices:
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
 
 
 def capture_host_rng() -> dict:

@@ -24,8 +24,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from lipkit.checkpoint import CHECKPOINTS_DIR, CONFIG_FILE, MODEL_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, list_checkpoints
 from lipkit.errors import LipkitError
+from lipkit.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, MODEL_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, list_checkpoints
 from lipkit.run_lock import RunLock
 
 METRICS_FILE = "metrics.jsonl"

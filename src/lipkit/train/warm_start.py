@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from lipkit.checkpoint import MODEL_FILE, CheckpointError
+from lipkit.run_dir import MODEL_FILE, CheckpointError, read_tensors
 
 HEAD_PREFIXES = ("image_projection.", "text_projection.", "log_logit_scale", "image_prototypes.",
                  "text_prototypes.", "image_adapter.", "text_adapter.")
@@ -26,10 +25,7 @@ def warm_start(model: torch.nn.Module, init_dir: Path) -> list[str]:
     path = Path(init_dir) / MODEL_FILE
     if not path.is_file():
         raise CheckpointError(f"--init {init_dir}: no {MODEL_FILE} there")
-    try:
-        saved = load_file(str(path))
-    except Exception as e:  # safetensors raises several types for corrupt files
-        raise CheckpointError(f"{path}: cannot read weights ({e})") from None
+    saved = read_tensors(path)
     own = model.state_dict()
     missing = [k for k in own if k not in saved]
     towers_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]

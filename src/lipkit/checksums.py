@@ -1,15 +1,19 @@
-"""Checksums of a checkpoint's files: each file's size and SHA-256, recorded at save in
-`manifest.json` inside the checkpoint, and checked before a resume trusts it. A checkpoint with a
-flipped bit, a truncated or missing file (a bad disk, a partial copy, an edit) is found before any
-of it is loaded. A checkpoint without a manifest (older lipkit) is taken as it is.
+"""Checksums of the files in a folder: each file's size and SHA-256, recorded in the folder's
+`manifest.json` once the files are written, and checked before they are trusted. A flipped bit, a
+truncated or missing file (a bad disk, a partial copy, an edit) is found before any of it is read.
+A folder without a manifest is taken as it is.
 
-Imports nothing of lipkit: the run-directory code builds on it."""
+The run-directory format (lipkit.run_dir) records one in every checkpoint, and a resume passes over
+a checkpoint that does not match it (checkpoints of older lipkit have none). Imports nothing of
+lipkit but the file helpers."""
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
+
+from lipkit.files import write_json
 
 MANIFEST_FILE = "manifest.json"
 _CHUNK = 1 << 20
@@ -29,12 +33,12 @@ def write_manifest(directory: Path, names: Iterable[str]) -> Path:
     files = {name: {"bytes": (directory / name).stat().st_size, "sha256": file_sha256(directory / name)}
              for name in names}
     path = directory / MANIFEST_FILE
-    path.write_text(json.dumps({"format": 1, "files": files}, indent=1) + "\n", encoding="utf-8")
+    write_json(path, {"format": 1, "files": files})
     return path
 
 
 def damage(directory: Path) -> str | None:
-    """Why the checkpoint in `directory` cannot be trusted, or None when every file matches its
+    """Why the files in `directory` cannot be trusted, or None when every file matches its
     manifest (or there is no manifest)."""
     path = Path(directory) / MANIFEST_FILE
     if not path.is_file():

@@ -1,5 +1,7 @@
-"""Benchmarks of lipkit against itself: the xCLIP/CLIP step ratio, the data-wait share of a real
-training run, and embedding throughput (also for open_clip when it is importable)."""
+"""Single speed figures (`lipkit bench xclip-ratio | data-share | eval-throughput`): the xCLIP/CLIP
+step-time ratio on the same towers, the data-wait share of a real training run, and embedding
+throughput (open_clip's too when it is importable). The head-to-head run against open_clip is
+lipkit.bench.compare."""
 from __future__ import annotations
 
 import json

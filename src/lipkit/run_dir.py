@@ -1,13 +1,15 @@
-"""Run directories: config.yaml + model.safetensors + tokenizer.json, written atomically; and
-checkpoint directories under RUN/checkpoints/step-NNNNNNNN that a run resumes from.
+"""The run-directory format: what a run directory and its checkpoints hold, and reading and
+writing them. Imports config and the file helpers, never models (loading a model is
+lipkit.loading's job).
 
-A checkpoint directory is itself a run directory (config, tokenizer, model) plus
-`objective.safetensors` (the objective's parameters and buffers) and `trainer.pt` (optimizer,
-scheduler, scaler, step, RNG states, data position; read with `torch.load(weights_only=True)`).
-It is written whole into a hidden temporary directory and renamed into place, so a reader (or a
-resumed run after a crash) only ever sees complete checkpoints; `manifest.json` holds each file's
-checksum (checkpoint_integrity), and a resume passes over a damaged checkpoint to the newest
-intact one.
+A run directory holds `config.yaml`, `tokenizer.json`, `model.safetensors` (the newest weights)
+and `objective.safetensors`, each written atomically, and `checkpoints/step-NNNNNNNN`, the
+checkpoints a run resumes from. A checkpoint directory is itself a run directory (config,
+tokenizer, model, objective) plus `trainer.pt` (optimizer, scheduler, scaler, step, RNG states,
+data position; read with `torch.load(weights_only=True)`). It is written whole into a hidden
+temporary directory and renamed into place, so a reader (or a resumed run after a crash) only ever
+sees complete checkpoints; `manifest.json` holds each file's checksum (lipkit.checksums), and a
+resume passes over a damaged checkpoint to the newest intact one.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +26,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lipkit import distributed
-from lipkit.checkpoint_integrity import damage, write_manifest
+from lipkit.checksums import damage, write_manifest
 from lipkit.config import ConfigError, RunConfig, load_config, save_config
 from lipkit.errors import LipkitError
+from lipkit.files import atomic_write, fsync, staged_directory, umask
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
@@ -37,7 +39,7 @@ TRAINER_FILE = "trainer.pt"
 CHECKPOINTS_DIR = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8,})$")
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
-log = logging.getLogger("lipkit.checkpoint")
+log = logging.getLogger("lipkit.run_dir")
 
 
 class CheckpointError(LipkitError, RuntimeError):
@@ -46,26 +48,6 @@ class CheckpointError(LipkitError, RuntimeError):
 
 class CheckpointWriteError(LipkitError, OSError):
     """A checkpoint that could not be written (disk full, read-only); the ones before it are intact."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename onto `path`: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the run from the user's group
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
@@ -117,14 +99,25 @@ def load_run_config(run_dir: Path) -> RunConfig:
         raise CheckpointError(f"{path}: {e}") from None
 
 
+def read_tensors(path: Path, what: str = "weights") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; `what` names them in the error when it cannot be read."""
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises several types for corrupt files
+        raise CheckpointError(f"{path}: cannot read {what} ({e})") from None
+
+
 def load_state_into(model: torch.nn.Module, path: Path) -> None:
     """Load weights, refusing a checkpoint of another architecture with the keys that differ."""
+    model.load_state_dict(weights_for(model, path))
+
+
+def weights_for(model: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """The weights at `path`, refused with the keys that differ when they are of another
+    architecture than `model`'s."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing model weights")
-    try:
-        state = load_file(str(path))
-    except Exception as e:  # safetensors raises several types for corrupt files
-        raise CheckpointError(f"{path}: cannot read weights ({e})") from None
+    state = read_tensors(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -138,34 +131,12 @@ def load_state_into(model: torch.nn.Module, path: Path) -> None:
         if shape:
             parts.append("shape differs for " + _few([f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in shape]))
         raise CheckpointError(f"{path}: checkpoint is for another architecture: " + "; ".join(parts))
-    model.load_state_dict(state)
+    return state
 
 
 def _few(items: list[str], n: int = 5) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return ", ".join(items[:n]) + more
-
-
-def load_model(run_dir: Path):
-    from lipkit.models import LIPModel
-
-    cfg = load_run_config(run_dir)
-    model = LIPModel(cfg.model)
-    load_state_into(model, run_dir / MODEL_FILE)
-    model.eval()
-    return model
-
-
-def load_run(run_dir: str | Path):
-    """(model, tokenizer, config) of a finished or in-progress run directory."""
-    from lipkit.tokenizer import Tokenizer
-
-    run_dir = Path(run_dir)
-    model = load_model(run_dir)
-    tok_path = run_dir / TOKENIZER_FILE
-    if not tok_path.is_file():
-        raise CheckpointError(f"{run_dir}: missing {TOKENIZER_FILE}")
-    return model, Tokenizer.load(tok_path), load_run_config(run_dir)
 
 
 # --------------------------------------------------------------------------- checkpoint directories
@@ -187,40 +158,21 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_checkpoint(run_dir: Path, step: int, files: dict[str, Callable[[Path], None]]) -> Path:
     """Write `files` (name -> write(path)) into RUN/checkpoints/step-N, atomically: into a hidden
     temporary directory first, renamed into place once every file is on disk."""
     root = Path(run_dir) / CHECKPOINTS_DIR
     final = root / checkpoint_name(step)
-    tmp = None
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp"))
-        os.chmod(tmp, 0o777 & ~_umask())
-        for name, write in files.items():
-            write(tmp / name)
-            os.chmod(tmp / name, 0o666 & ~_umask())
-            _fsync(tmp / name)
-        _fsync(write_manifest(tmp, files))
-        if final.exists():  # the same step again (a run resumed from an older checkpoint)
-            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".old"))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync(root)
+        # replace: the same step again (a run resumed from an older checkpoint)
+        with staged_directory(final, replace=True) as tmp:
+            for name, write in files.items():
+                write(tmp / name)
+                os.chmod(tmp / name, 0o666 & ~umask())
+                fsync(tmp / name)
+            fsync(write_manifest(tmp, files))
+        fsync(root)
     except BaseException as e:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
         os_error = as_os_error(e, final)
         if os_error is not None:
             raise CheckpointWriteError(f"{final}: cannot write the checkpoint ({os_error.strerror or os_error}); "
@@ -303,10 +255,7 @@ def load_objective_state(objective: torch.nn.Module, path: Path) -> None:
         if own:
             raise CheckpointError(f"{path}: missing; objective {type(objective).__name__} has state {_few(sorted(own))}")
         return
-    try:
-        state = load_file(str(path))
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot read objective state ({e})") from None
+    state = read_tensors(path, "objective state")
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
         raise CheckpointError(
