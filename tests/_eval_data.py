@@ -24,8 +24,8 @@ from PIL import Image
 from torch import nn
 
 from lipkit.config import EvalConfig
-from lipkit.eval.models import EvalModel, from_open_clip
-from lipkit.eval.sources import EvalData, Split
+from lipkit.eval.adapter import EvalModel, from_open_clip
+from lipkit.eval.datasets import EvalData, Split
 
 CLASSES = ["cat", "dog", "red fox"]  # the stand-in's classes, in its own order
 MAX_ID = 64

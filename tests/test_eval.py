@@ -387,7 +387,7 @@ def test_validation_split_is_training_data_the_run_held_back():
     from lipkit.data import load_fashion_mnist
     from lipkit.data.tuxpaint import tuxpaint_holdout_split, tuxpaint_validation_split
     from lipkit.eval.errors import EvalError
-    from lipkit.eval.sources import load_eval_data
+    from lipkit.eval.datasets import load_eval_data
 
     images, labels = load_fashion_mnist("train")
     d = load_eval_data(EvalConfig(split="validation", test_limit=50, linear_train_limit=5000), DataConfig(train_limit=1000))

@@ -29,7 +29,7 @@ from lipkit.config import EvalConfig
 from lipkit.eval.errors import EvalError
 from lipkit.eval.results import RECORD_KEYS
 from lipkit.eval.runner import evaluate_model
-from lipkit.eval.sources import open_dataset
+from lipkit.eval.datasets import open_dataset
 
 TEMPLATES = ["a photo of a {c}.", "itap of a {c}."]
 

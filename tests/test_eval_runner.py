@@ -21,11 +21,11 @@ from lipkit.data.fashion_mnist import normalize
 from lipkit.eval import knn, linear, zeroshot
 from lipkit.eval.errors import EvalError
 from lipkit.eval.features import embed_images
-from lipkit.eval.models import from_lipkit_run, load_model_spec
+from lipkit.eval.adapter import from_lipkit_run, load_model_spec
 from lipkit.eval.results import RECORD_KEYS
 from lipkit.eval.registry import parse_tasks
 from lipkit.eval.runner import evaluate_model
-from lipkit.eval.sources import load_prompts
+from lipkit.eval.datasets import load_prompts
 from lipkit.models import LIPModel
 
 pytestmark = pytest.mark.slow

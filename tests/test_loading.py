@@ -10,7 +10,7 @@ import lipkit
 from lipkit.run_dir import MODEL_FILE, CheckpointError, list_checkpoints
 from lipkit.cli import main
 from lipkit.data import fashion_mnist, load_fashion_mnist
-from lipkit.eval.models import from_lipkit_run
+from lipkit.eval.adapter import from_lipkit_run
 from lipkit.loading import LoadError, load_directory
 from lipkit.tokenizer import Tokenizer
 

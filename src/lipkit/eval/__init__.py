@@ -19,7 +19,7 @@ every task on a dataset. Each module also has the task on features or logits you
 (`linear.evaluate_features`, `knn.evaluate_features`, `retrieval.retrieval_ranks`,
 `collapse.prototype_stats`, ...).
 
-Datasets (`sources.open_dataset`): a built-in name, or a path to labelled images (class folders, a
+Datasets (`datasets.open_dataset`): a built-in name, or a path to labelled images (class folders, a
 CSV/TSV/JSONL table, WebDataset shards in CLIP_benchmark's layout: `layouts`, `user_data`), read
 in batches (`images`). The package face loads its modules on first use, so `lipkit --help` reads
 the task names from `registry` without importing torch.
@@ -29,11 +29,11 @@ import importlib
 from .registry import TASKS
 
 _HOMES = {  # name -> the module that defines it
-    "Context": "context", "EvalData": "sources", "EvalModel": "models", "Split": "sources",
+    "Context": "context", "EvalData": "datasets", "EvalModel": "adapter", "Split": "datasets",
     "TaskResult": "results", "TaskSkipped": "errors", "classification_metrics": "metrics",
     "embed_images": "features", "embed_texts": "features", "eval_mode": "features",
-    "format_table": "results", "from_open_clip": "models", "load_model_spec": "models",
-    "open_dataset": "sources", "read_results": "results", "record_row": "results",
+    "format_table": "results", "from_open_clip": "adapter", "load_model_spec": "adapter",
+    "open_dataset": "datasets", "read_results": "results", "record_row": "results",
     "result_record": "results", "write_results": "results", "zeroshot_classifier": "zeroshot",
 }
 

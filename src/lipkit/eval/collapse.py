@@ -31,10 +31,10 @@ import torch
 
 from .context import Context
 from .errors import TaskSkipped
-from .models import EvalModel
+from .adapter import EvalModel
 from .registry import PROTOTYPE_COLLAPSE
 from .results import TaskResult
-from .sources import EvalData
+from .datasets import EvalData
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:

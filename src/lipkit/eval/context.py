@@ -30,9 +30,9 @@ from lipkit.config import EvalConfig
 from .errors import EvalError, TaskSkipped
 from .features import FeatureFn, embed_images, embed_texts, eval_mode, model_device
 from .images import ImageFiles, Images, batch_count, image_batches
-from .models import EvalModel
+from .adapter import EvalModel
 from .registry import TASKS
-from .sources import EvalData, Split
+from .datasets import EvalData, Split
 
 SHOWN_SKIPS = 20
 T = TypeVar("T")

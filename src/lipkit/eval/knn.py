@@ -15,10 +15,10 @@ import torch
 
 from .context import Context
 from .metrics import as_labels, classification_metrics, cosine_scores, to_tensor, unit_rows
-from .models import EvalModel
+from .adapter import EvalModel
 from .registry import KNN_CLASSIFICATION
 from .results import TaskResult
-from .sources import EvalData
+from .datasets import EvalData
 
 
 def nearest(sims: torch.Tensor, k: int) -> torch.Tensor:

@@ -24,10 +24,10 @@ from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from .context import Context
 from .metrics import classification_metrics
-from .models import EvalModel
+from .adapter import EvalModel
 from .registry import LINEAR_PROBE
 from .results import TaskResult
-from .sources import EvalData
+from .datasets import EvalData
 
 DEFAULT_C_GRID = tuple(np.logspace(-3, 2, 6).tolist())  # 1e-3, 1e-2, ..., 1e2
 

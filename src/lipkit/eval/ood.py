@@ -28,10 +28,10 @@ from .features import FeatureFn, embed_images
 from .images import ImageFiles
 from .linear import LinearProbe, train_probe
 from .metrics import classification_metrics
-from .models import EvalModel
+from .adapter import EvalModel
 from .registry import OOD_CLASSIFICATION
 from .results import TaskResult
-from .sources import EvalData, Split
+from .datasets import EvalData, Split
 from .zeroshot import zeroshot_classifier
 
 Images = torch.Tensor

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lipkit.files import write_json
 
 RECORD_KEYS = ("dataset", "model", "pretrained", "task", "metrics", "language")
 
@@ -47,20 +48,7 @@ def write_results(records: Sequence[Mapping], path: str | os.PathLike) -> Path:
     """Write `records` as a JSON list (indent 2), atomically: a reader sees the old file or the
     whole new one, never a partial write."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps([dict(r) for r in records], indent=2, allow_nan=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600; give the result the existing file's mode, or 0644.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, [dict(r) for r in records], indent=2)
     return path
 
 

@@ -28,10 +28,10 @@ import torch
 
 from .context import Context
 from .metrics import cosine_scores, unit_rows
-from .models import EvalModel
+from .adapter import EvalModel
 from .registry import ZEROSHOT_RETRIEVAL
 from .results import TaskResult
-from .sources import EvalData
+from .datasets import EvalData
 
 DEFAULT_RECALL_AT = (1, 5, 10)
 RECALL_CURVE_MAX_K = 50

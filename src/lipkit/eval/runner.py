@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from lipkit.files import atomic_write
+from lipkit.files import write_json
 
+from .adapter import EvalModel, load_model_spec
 from .context import Context, note
+from .datasets import EvalData, Split, open_dataset
 from .errors import EvalError, TaskSkipped
-from .models import EvalModel, load_model_spec
 from .registry import SHORT_LABELS, TASKS, headline, parse_tasks, task_of_record
 from .results import format_table, result_record, write_results
-from .sources import EvalData, Split, open_dataset
 from .tower_memo import TowerMemo
 
 DETAILS_SUFFIX = ".details.json"
@@ -148,14 +148,6 @@ def details_path(results_file: Path) -> Path:
     return results_file.with_name(name + DETAILS_SUFFIX)
 
 
-def _write_json(obj, path: Path) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o644)
-
-    atomic_write(path, write)
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
@@ -167,15 +159,15 @@ def write_outputs(out: EvalOutput, out_file: Path | None = None, out_dir: Path |
     if out_file is not None:
         written.append(write_results(out.records, out_file))
         if out.details:
-            _write_json(out.details, details_path(out_file))
+            write_json(details_path(out_file), out.details, indent=2)
             written.append(details_path(out_file))
     if out_dir is not None:
         for r in out.records:
             path = out_dir / f"{_slug(r['model'])}__{_slug(r['dataset'])}__{_slug(r['task'])}.json"
-            _write_json(r, path)
+            write_json(path, r, indent=2)
             written.append(path)
         if out.details:
-            _write_json(out.details, out_dir / "details.json")
+            write_json(out_dir / "details.json", out.details, indent=2)
             written.append(out_dir / "details.json")
     return written
 

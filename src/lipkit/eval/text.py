@@ -24,10 +24,10 @@ from . import linear
 from .context import Context, captions_missing, note
 from .errors import EvalError
 from .features import embed_texts
-from .models import EvalModel
+from .adapter import EvalModel
 from .registry import CAPTION_PROBE, WORD_SIMILARITY
 from .results import TaskResult
-from .sources import EvalData
+from .datasets import EvalData
 
 WORDSIM_IN_GENSIM = "gensim/test/test_data/wordsim353.tsv"
 WordPair = tuple[str, str, float]

@@ -26,7 +26,7 @@ from .errors import EvalError
 from .images import ImageFiles
 from .layouts import RawDataset, RawSplit, read_layout
 from .linear import stratified_split
-from .sources import EvalData, Split, load_prompts
+from .datasets import EvalData, Split, load_prompts
 from .zeroshot import class_prompts
 
 CLASSNAMES_FILE = "classnames.txt"

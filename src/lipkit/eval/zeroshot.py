@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from .context import Context
 from .features import embed_texts
 from .metrics import classification_metrics
-from .models import EvalModel
+from .adapter import EvalModel
 from .registry import ZEROSHOT_CLASSIFICATION
 from .results import TaskResult
-from .sources import EvalData
+from .datasets import EvalData
 
 Template = str | Callable[[str], str]
 

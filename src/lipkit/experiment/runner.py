@@ -63,7 +63,7 @@ def _headline(metrics: dict[str, float]) -> str:
 
 def run_cell(cell: Cell, out: Path, spec: ExperimentSpec, memo) -> tuple[dict, str | None]:
     """Train (or resume) and evaluate one cell; (its record, the signal that stopped it or None)."""
-    from lipkit.eval.models import load_model_spec
+    from lipkit.eval.adapter import load_model_spec
     from lipkit.eval.runner import evaluate_model, write_outputs
     from lipkit.train import train
 

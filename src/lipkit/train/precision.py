@@ -1,7 +1,7 @@
 """Mixed precision: autocast for the model's forward, GradScaler for fp16, losses in fp32.
 
 The objective runs outside autocast and every objective promotes its inputs to at least fp32
-(`lipkit.objectives.clip.at_least_fp32`), so only the towers and heads run in bf16/fp16.
+(`lipkit.objectives.base.at_least_fp32`), so only the towers and heads run in bf16/fp16.
 fp64 is not mixed precision: parameters, inputs and losses are all float64 (parity tests and
 debugging, where float32 rounding would blur a comparison).
 """

@@ -229,6 +229,12 @@ def tuxpaint(cfg: EvalConfig, seed: int = 0) -> EvalData:
 
 
 BUILTIN_DATASETS = tuple(name for name, s in BUILTIN_SOURCES.items() if s.eval_splits)
+# how each built-in evaluation data set is built: (eval settings, the run's data settings, seed)
+_BUILT = {
+    "fashion-mnist": lambda cfg, data, seed: fashion_mnist(cfg, data.caption_templates, seed, data.train_limit),
+    "tuxpaint": lambda cfg, data, seed: tuxpaint(cfg, seed),
+}
+assert set(_BUILT) == set(BUILTIN_DATASETS), "every built-in with eval splits needs its builder here"
 
 
 def open_dataset(spec: str, cfg: EvalConfig, data_cfg: DataConfig | None = None,
@@ -236,11 +242,8 @@ def open_dataset(spec: str, cfg: EvalConfig, data_cfg: DataConfig | None = None,
     """A built-in dataset by name, or the labelled images at a path (see `layouts`);
     `data_cfg` gives fashion-mnist's training caption templates. `divide`: a labelled path
     with one split is divided into probe training and test images (else it is all test)."""
-    if spec == "fashion-mnist":
-        data_cfg = data_cfg or DataConfig()
-        return fashion_mnist(cfg, data_cfg.caption_templates, seed, data_cfg.train_limit)
-    if spec == "tuxpaint":
-        return tuxpaint(cfg, seed)
+    if spec in _BUILT:
+        return _BUILT[spec](cfg, data_cfg or DataConfig(), seed)
     from .user_data import open_user_dataset
 
     try:

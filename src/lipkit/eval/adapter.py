@@ -62,13 +62,16 @@ class EvalModel:
         return torch.stack([self.preprocess(im) for im in images])
 
 
-def _fashion_mnist_array_path(transform, vision):
-    """A uint8-array fast path equal to `transform` (Fashion-MNIST's normalisation on 28-px
-    grayscale arrays, the transform per image otherwise)."""
+def _fashion_mnist_array_path(transform, cfg: RunConfig):
+    """A uint8-array fast path equal to `transform`: Fashion-MNIST's normalisation in one pass for
+    a run that recorded it (`data.normalization`) on arrays of its image size, the transform per
+    image otherwise."""
     from lipkit.data import fashion_mnist
 
+    size, native = cfg.model.vision.image_size, cfg.data.normalization == "fashion-mnist"
+
     def array_path(images: np.ndarray) -> torch.Tensor:
-        if images.ndim == 3 and images.shape[1:] == (vision.image_size, vision.image_size) and vision.channels == 1:
+        if native and images.ndim == 3 and images.shape[1:] == (size, size):
             return fashion_mnist.normalize(images)
         return torch.stack([transform(Image.fromarray(a)) for a in images])
 
@@ -93,7 +96,7 @@ def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalM
     em = EvalModel(model, loaded.tokenizer, loaded.preprocess, name=run_dir.name, pretrained=str(run_dir),
                    eval=cfg.eval, run=cfg, run_dir=run_dir, image_features=model.image_trunk,
                    text_features=model.text_trunk, image_head=head, seed=cfg.train.seed,
-                   preprocess_array=_fashion_mnist_array_path(loaded.preprocess, cfg.model.vision))
+                   preprocess_array=_fashion_mnist_array_path(loaded.preprocess, cfg))
     if "prototypes" in model.heads:
         em.image_prototype_head = model.image_prototypes
         em.text_prototypes = lambda t: model.text_prototypes(model.text_trunk(t))
