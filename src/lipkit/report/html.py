@@ -8,6 +8,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from lipkit.eval.registry import (
+    CAPTION_PROBE,
+    KNN_CLASSIFICATION,
+    LINEAR_PROBE,
+    OOD_CLASSIFICATION,
+    PROTOTYPE_COLLAPSE,
+    WORD_SIMILARITY,
+    ZEROSHOT_CLASSIFICATION,
+    ZEROSHOT_RETRIEVAL,
+)
 from lipkit.files import atomic_write
 
 from . import plots
@@ -16,26 +26,26 @@ from .collect import RunData, load_sources
 # (label, task, metric, dataset suffix, higher is better, scale): scale "unit" is a share in
 # [0, 1], "signed" in [-1, 1], "of:KEY" a count out of the record's KEY (the bar is the share).
 GLANCE = [
-    ("Zero-shot top-1", "zeroshot_classification", "acc1", "", True, "unit"),
-    ("Zero-shot mean per-class recall", "zeroshot_classification", "mean_per_class_recall", "", True, "unit"),
-    ("Linear probe top-1", "linear_probe", "acc1", "", True, "unit"),
-    ("kNN top-1 (k = 20)", "knn_classification", "acc1", "", True, "unit"),
-    ("Image → text R@1", "zeroshot_retrieval", "text_retrieval_recall@1", "", True, "unit"),
-    ("Text → image R@1", "zeroshot_retrieval", "image_retrieval_recall@1", "", True, "unit"),
-    ("Corruptions: zero-shot drop", "ood_classification", "zeroshot_drop", "-c", False, "unit"),
-    ("Corruptions: linear drop", "ood_classification", "linear_drop", "-c", False, "unit"),
-    ("Photo → cartoon: zero-shot drop", "ood_classification", "zeroshot_drop", "-style", False, "unit"),
-    ("WordSim-353 Spearman ρ", "word_similarity", "wordsim_spearman", "", True, "signed"),
-    ("Caption-category probe top-1", "caption_probe", "caption_probe_acc1", "", True, "unit"),
-    ("Prototype mutual information I/log min(K, C), images", "prototype_collapse",
+    ("Zero-shot top-1", ZEROSHOT_CLASSIFICATION, "acc1", "", True, "unit"),
+    ("Zero-shot mean per-class recall", ZEROSHOT_CLASSIFICATION, "mean_per_class_recall", "", True, "unit"),
+    ("Linear probe top-1", LINEAR_PROBE, "acc1", "", True, "unit"),
+    ("kNN top-1 (k = 20)", KNN_CLASSIFICATION, "acc1", "", True, "unit"),
+    ("Image → text R@1", ZEROSHOT_RETRIEVAL, "text_retrieval_recall@1", "", True, "unit"),
+    ("Text → image R@1", ZEROSHOT_RETRIEVAL, "image_retrieval_recall@1", "", True, "unit"),
+    ("Corruptions: zero-shot drop", OOD_CLASSIFICATION, "zeroshot_drop", "-c", False, "unit"),
+    ("Corruptions: linear drop", OOD_CLASSIFICATION, "linear_drop", "-c", False, "unit"),
+    ("Photo → cartoon: zero-shot drop", OOD_CLASSIFICATION, "zeroshot_drop", "-style", False, "unit"),
+    ("WordSim-353 Spearman ρ", WORD_SIMILARITY, "wordsim_spearman", "", True, "signed"),
+    ("Caption-category probe top-1", CAPTION_PROBE, "caption_probe_acc1", "", True, "unit"),
+    ("Prototype mutual information I/log min(K, C), images", PROTOTYPE_COLLAPSE,
      "image_mutual_information_ratio", "", True, "unit"),
-    ("Prototype mutual information I/log min(K, C), texts", "prototype_collapse",
+    ("Prototype mutual information I/log min(K, C), texts", PROTOTYPE_COLLAPSE,
      "text_mutual_information_ratio", "", True, "unit"),
-    ("Prototype–class NMI, images", "prototype_collapse", "image_label_nmi", "", True, "unit"),
-    ("Prototype–class NMI, texts", "prototype_collapse", "text_label_nmi", "", True, "unit"),
-    ("Prototypes used (argmax), images", "prototype_collapse", "image_distinct_prototypes", "", True,
+    ("Prototype–class NMI, images", PROTOTYPE_COLLAPSE, "image_label_nmi", "", True, "unit"),
+    ("Prototype–class NMI, texts", PROTOTYPE_COLLAPSE, "text_label_nmi", "", True, "unit"),
+    ("Prototypes used (argmax), images", PROTOTYPE_COLLAPSE, "image_distinct_prototypes", "", True,
      "of:num_prototypes"),
-    ("Image/text argmax agreement", "prototype_collapse", "argmax_agreement", "", True, "unit"),
+    ("Image/text argmax agreement", PROTOTYPE_COLLAPSE, "argmax_agreement", "", True, "unit"),
 ]
 
 CSS = """
@@ -158,21 +168,21 @@ def render(runs: Sequence[RunData], title: str = "lipkit report") -> str:
     colours = plots.palette(runs)
     cards = "".join(_run_card(r, colours[r.label]) for r in runs)
     classify = plots.grouped_bars(runs, [
-        ("zero-shot", "zeroshot_classification", "acc1"),
-        ("linear probe", "linear_probe", "acc1"),
-        ("kNN", "knn_classification", "acc1"),
+        ("zero-shot", ZEROSHOT_CLASSIFICATION, "acc1"),
+        ("linear probe", LINEAR_PROBE, "acc1"),
+        ("kNN", KNN_CLASSIFICATION, "acc1"),
     ], "top-1 accuracy", "top-1 accuracy")
     robust = plots.grouped_bars(runs, [
-        ("zero-shot\nclean", "ood_classification", "zeroshot_clean_acc1", "-c"),
-        ("zero-shot\ncorrupted", "ood_classification", "zeroshot_shifted_acc1", "-c"),
-        ("linear\nclean", "ood_classification", "linear_clean_acc1", "-c"),
-        ("linear\ncorrupted", "ood_classification", "linear_shifted_acc1", "-c"),
-        ("zero-shot\ncartoons", "ood_classification", "zeroshot_shifted_acc1", "-style"),
+        ("zero-shot\nclean", OOD_CLASSIFICATION, "zeroshot_clean_acc1", "-c"),
+        ("zero-shot\ncorrupted", OOD_CLASSIFICATION, "zeroshot_shifted_acc1", "-c"),
+        ("linear\nclean", OOD_CLASSIFICATION, "linear_clean_acc1", "-c"),
+        ("linear\ncorrupted", OOD_CLASSIFICATION, "linear_shifted_acc1", "-c"),
+        ("zero-shot\ncartoons", OOD_CLASSIFICATION, "zeroshot_shifted_acc1", "-style"),
     ], "accuracy, clean vs shifted", "top-1 accuracy")
     text_bars = plots.grouped_bars(runs, [
-        ("WordSim-353\nSpearman ρ", "word_similarity", "wordsim_spearman"),
-        ("caption-category\nprobe top-1", "caption_probe", "caption_probe_acc1"),
-    ], "text tower", ylim=(min(0.0, *(r.metric("word_similarity", "wordsim_spearman") or 0 for r in runs)) - 0.05, 1))
+        ("WordSim-353\nSpearman ρ", WORD_SIMILARITY, "wordsim_spearman"),
+        ("caption-category\nprobe top-1", CAPTION_PROBE, "caption_probe_acc1"),
+    ], "text tower", ylim=(min(0.0, *(r.metric(WORD_SIMILARITY, "wordsim_spearman") or 0 for r in runs)) - 0.05, 1))
     sections = [
         _section("At a glance", "The headline number of every task; the best run per row is in "
                  "bold, and each bar is the value on a 0–1 scale.", _glance(runs, colours)),
