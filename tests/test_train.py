@@ -104,3 +104,20 @@ def test_warmup_then_cosine():
     assert lr_factor(9, t) == pytest.approx(1.0)
     assert lr_factor(60, t) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the cosine
     assert lr_factor(110, t) == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_demo_table_shows_xclip_prototypes(tmp_path, monkeypatch):
+    """`make demo`'s table: both objectives' accuracies, and xCLIP's prototype diagnostics."""
+    from lipkit import demo
+
+    monkeypatch.setattr(demo, "load_config", lambda name, overrides: load_config(
+        name, overrides + ["data.train_limit=512", "train.batch_size=64", "train.progress=false",
+                           "eval.test_limit=200", "eval.linear_train_limit=200"]))
+    rows = demo.run_demo(tmp_path, steps=2)
+    assert [r["objective"] for r in rows] == ["clip", "xclip"]
+    column = "image prototypes (I/log C, NMI, used)"
+    assert rows[0][column] == "–"
+    mi, nmi, used = rows[1][column].split(", ")
+    assert 0 <= float(mi) <= 1 and 0 <= float(nmi) <= 1 and int(used) >= 1
+    assert (tmp_path / "summary.md").read_text().startswith("| objective")

@@ -1,10 +1,12 @@
-"""`make demo`: train CLIP and xCLIP with the fashion-tiny preset, evaluate both, print a table."""
+"""`make demo`: train CLIP and xCLIP with the fashion-tiny preset, evaluate both (and xCLIP's
+prototypes), print a table."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
 from lipkit.config import load_config
+from lipkit.eval.registry import LINEAR_PROBE, PROTOTYPE_COLLAPSE, ZEROSHOT_CLASSIFICATION
 from lipkit.eval.results import format_table
 from lipkit.eval.runner import evaluate_run
 from lipkit.train import train
@@ -25,12 +27,19 @@ def run_demo(out: Path, steps: int | None = None) -> list[dict]:
                   f"Finish it with: lipkit train --out {run_dir} --resume latest", flush=True)
             return rows
         t0 = time.perf_counter()
-        records = evaluate_run(run_dir, ["zeroshot", "linear"], out=run_dir / "results.json")
+        tasks = ["zeroshot", "linear"] + (["collapse"] if "prototypes" in result.model.heads else [])
+        records = evaluate_run(run_dir, tasks, out=run_dir / "results.json")
         by_task = {r["task"]: r["metrics"] for r in records}
+        protos = by_task.get(PROTOTYPE_COLLAPSE)
         rows.append({
             "objective": name,
-            "zero-shot top-1": f"{by_task['zeroshot_classification']['acc1']:.3f}",
-            "linear-probe top-1": f"{by_task['linear_probe']['acc1']:.3f}",
+            "zero-shot top-1": f"{by_task[ZEROSHOT_CLASSIFICATION]['acc1']:.3f}",
+            "linear-probe top-1": f"{by_task[LINEAR_PROBE]['acc1']:.3f}",
+            # nCLIP's prototypes of the test images: mutual information / log C, NMI with the
+            # class, prototypes used (README "nCLIP: the default, and seeing collapse")
+            "image prototypes (I/log C, NMI, used)": "–" if protos is None else
+                f"{protos['image_mutual_information_ratio']:.2f}, {protos['image_label_nmi']:.2f}, "
+                f"{protos['image_distinct_prototypes']}",
             "train time": f"{result.seconds:.0f} s",
             "eval time": f"{time.perf_counter() - t0:.0f} s",
         })
