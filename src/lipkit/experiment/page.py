@@ -87,7 +87,7 @@ def render(spec: ExperimentSpec, runs: int, groups: dict[Key, Group], verdicts: 
                   "Each selection's candidates were trained alike and scored on the validation split "
                   "(training data the runs held back; never the test split); the best mean score over "
                   "seeds stands for the selection in the tables and claims.", ""]
-        lines += [f"- **{s.title}**: {', '.join(spec.setting(c).title for c in s.candidates)}"
+        lines += [f"- **{s.title}**: {'; '.join(spec.setting(c).title for c in s.candidates)}"
                   for s in spec.selections] + [""]
         lines += choices_table(spec, list(choices))
     lines += ["", "## Claims in detail", ""]

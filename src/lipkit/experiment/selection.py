@@ -34,6 +34,8 @@ def choose(spec: ExperimentSpec, records: list[dict], groups: dict[Key, Group]
     out, choices = dict(groups), []
     for sel in spec.selections:
         for dataset in spec.datasets:
+            if not set(sel.candidates) <= {s.name for s in spec.settings_of(dataset)}:
+                continue  # a data set that runs only some candidates has no choice to make
             for batch in spec.batch_sizes_of(dataset):
                 scores = {}
                 for candidate in sel.candidates:
