@@ -77,7 +77,7 @@ bench: $(STAMP) $(PEER_STAMP)
 theory-docs: $(STAMP)
 	$(VENV)/bin/lipkit theory all --out docs/theory
 
-# The paper-claims grid (144 runs, about 45 min on 2 cores; rerun to resume) and docs/results.md.
+# The paper-claims grid (171 runs, 53 min on 2 cores on 2026-11-29; rerun to resume) and docs/results.md.
 results: $(STAMP) cairo
 	$(VENV)/bin/lipkit experiment experiments/paper-claims.yaml --out runs/paper-claims --page docs/results.md
 
