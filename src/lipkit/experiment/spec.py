@@ -117,9 +117,11 @@ class ExperimentSpec:
         return {c for sel in self.selections for c in sel.candidates}
 
     def shown(self) -> list[str]:
-        """What tables lead with and figures show: the settings that are no selection's
-        candidate, then the selections."""
-        return [s.name for s in self.settings if s.name not in self.validated] + [s.name for s in self.selections]
+        """What tables lead with and figures show: the settings that are no selection's candidate
+        or that a claim compares as they are, then the selections."""
+        claimed = {n for c in self.claims for n in (*c.a, *c.b)}
+        return ([s.name for s in self.settings if s.name not in self.validated or s.name in claimed]
+                + [s.name for s in self.selections])
 
 
 def _unique(names: list[str], what: str) -> None:
