@@ -22,6 +22,7 @@ from lipkit.objectives import register
 from lipkit.objectives.clip import ClipObjective
 from lipkit.run_dir import CheckpointError, CheckpointWriteError, list_checkpoints, write_checkpoint
 from lipkit.run_lock import LOCK_FILE, RunLock, RunLockedError
+from lipkit.train.run_place import RunDirError, RunPlace
 
 TINY = ["train.batch_size=32", "train.warmup_steps=1", "train.log_every_steps=1", "train.progress=false",
         "data.train_limit=128", "model.vision.width=32", "model.vision.layers=1", "model.vision.heads=2",
@@ -129,6 +130,61 @@ def test_overwrite_killed_before_its_first_checkpoint_leaves_the_old_run_in_plac
     load_run(old_run)
     assert _train(old_run, "train.steps=2", extra=["--overwrite"]) == 0  # the next writer clears the debris
     assert sorted(p.name for p in old_run.parent.iterdir()) == ["run"]
+
+
+_SWAP_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from lipkit.train import run_place
+
+renames = 0
+real_replace = os.replace
+
+def replace_then_die(src, dst):
+    global renames
+    real_replace(src, dst)
+    renames += 1
+    if renames == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+with run_place.RunPlace(Path(sys.argv[1])) as place:
+    staging = place.open(overwrite=True, resuming=False)
+    (staging / "model.safetensors").write_bytes(b"the new run's weights")
+    os.replace = replace_then_die
+    place.commit()
+"""
+
+
+@pytest.mark.parametrize("renames", [1, 2])
+def test_a_swap_killed_midway_is_finished_by_the_next_writer(old_run, renames):
+    proc = subprocess.run([sys.executable, "-c", _SWAP_KILLED, str(old_run), str(renames)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    beside = sorted(p.name for p in old_run.parent.iterdir())
+    assert beside == ([".run.incoming", ".run.replaced"] if renames == 1 else [".run.replaced", "run"])
+    with RunPlace(old_run):  # the next writer, on entering
+        pass
+    assert (old_run / "model.safetensors").read_bytes() == b"the new run's weights"
+    assert sorted(p.name for p in old_run.parent.iterdir()) == ["run"]
+
+
+def test_a_swap_whose_second_rename_fails_puts_the_old_run_back(old_run, monkeypatch):
+    before = _snapshot(old_run)
+    real_replace = os.replace
+
+    def second_rename_fails(src, dst):
+        if Path(src).name == ".run.incoming":
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        real_replace(src, dst)
+
+    with RunPlace(old_run) as place:
+        staging = place.open(overwrite=True, resuming=False)
+        (staging / "model.safetensors").write_bytes(b"the new run's weights")
+        monkeypatch.setattr(os, "replace", second_rename_fails)
+        with pytest.raises(RunDirError, match="the old run is back in place and the new one stays in"):
+            place.commit()
+        monkeypatch.undo()
+    assert _snapshot(old_run) == before
+    assert (staging / "model.safetensors").read_bytes() == b"the new run's weights"
 
 
 def test_an_attempt_that_ended_before_its_first_checkpoint_is_started_again(tmp_path, capsys, caplog):

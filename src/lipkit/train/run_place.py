@@ -12,7 +12,8 @@ validated (config, data, resume state) and before anything is written. It picks:
   checkpoint; `commit()` then swaps them (old -> `.NAME.replaced`, staging -> NAME, old deleted).
   A new run that fails before that leaves the old one as it was and its staging is removed (one
   killed leaves a staging directory that the next writer removes; one killed between the two
-  renames of the swap is finished by the next writer).
+  renames of the swap is finished by the next writer; a second rename that fails puts the old run
+  back and leaves the new one in its staging directory, with an error saying so).
 
 Only the writer (rank 0) locks and writes; on other ranks the place is the run directory and
 does nothing."""
@@ -141,7 +142,15 @@ class RunPlace:
             return False
         aside = _beside(self.final, "replaced")
         os.replace(self.final, aside)
-        os.replace(self.path, self.final)
+        try:
+            os.replace(self.path, self.final)
+        except OSError as e:
+            os.replace(aside, self.final)
+            self._staging = False  # keep the new run's checkpoint where it is for the user
+            raise RunDirError(
+                f"--overwrite: cannot move the new run from {self.path} to {self.final} ({e.strerror or e}); "
+                f"the old run is back in place and the new one stays in {self.path} (the next run into "
+                f"{self.final} removes it)") from None
         shutil.rmtree(aside, ignore_errors=True)
         self.path, self._staging = self.final, False
         for callback in self._on_move:
