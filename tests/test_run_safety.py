@@ -322,6 +322,27 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(
     assert "(resumed at step 2)" in capsys.readouterr().out
 
 
+def test_a_folder_turned_read_only_mid_run_is_one_line_and_keeps_the_checkpoints(tmp_path, monkeypatch, capsys):
+    import json as real_json
+    import types
+
+    import lipkit.train.metrics_log as metrics_log
+
+    def dumps(record):
+        if record.get("step") == 3:  # after the checkpoint at step 2, the folder refuses writes
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_json.dumps(record)
+
+    monkeypatch.setattr(metrics_log, "json", types.SimpleNamespace(dumps=dumps, loads=real_json.loads))
+    run = tmp_path / "run"
+    assert _train(run, "train.steps=4", "train.save_every_steps=2") == 2
+    assert _one_line_error(capsys) == f"lipkit: error: {run / 'metrics.jsonl'}: Read-only file system"
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002"]
+    monkeypatch.undo()
+    assert main(["train", "--out", str(run), "--resume", "latest"]) == 0
+    assert "(resumed at step 2)" in capsys.readouterr().out
+
+
 def test_write_checkpoint_failing_is_a_lipkit_error_that_is_still_an_os_error(tmp_path):
     def full(path):
         raise OSError(errno.ENOSPC, "No space left on device")
