@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from lipkit.cli import main
 from lipkit.loading import load_run

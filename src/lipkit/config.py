@@ -1,19 +1,17 @@
-"""Typed run configuration: dataclasses for model, objective, data and train; YAML in and out;
-`--set a.b=c` overrides. Every unknown key or wrong type is a one-line `ConfigError`."""
+"""Typed run configuration: dataclasses for model, objective, data, train and eval, read from a
+preset or YAML file with `--set a.b=c` overrides (merged as mappings in lipkit.config_layers) and
+written back as YAML. Every unknown key or wrong type is a one-line `ConfigError`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
+from lipkit.config_layers import apply_overrides, load_layers
 from lipkit.typed_config import check_choices
 from lipkit.typed_config import ConfigError, from_mapping, to_dict  # noqa: F401  (part of this module's API)
-from lipkit.yaml_loader import parse_yaml, read_yaml
-
-PRESET_DIR = Path(__file__).parent / "presets"
-
 
 # --------------------------------------------------------------------------- model
 @dataclass
@@ -332,71 +330,10 @@ def from_dict(data: dict, recorded: bool = False) -> RunConfig:
     return cfg
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def available_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
-def resolve_config_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    preset = PRESET_DIR / f"{name_or_path}.yaml"
-    if preset.is_file():
-        return preset
-    raise ConfigError(
-        f"config '{name_or_path}' is neither a file nor a preset; presets: {', '.join(available_presets())}"
-    )
-
-
-def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
-    path = resolve_config_path(name_or_path)
-    if str(path) in seen:
-        raise ConfigError(f"config '{path}': 'base' chain loops back on itself")
-    data = read_yaml(path) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config '{path}': expected a mapping at the top level")
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    base_ref = str(path.parent / base) if (path.parent / base).is_file() else str(base)
-    return _deep_merge(_load_raw(base_ref, seen + (str(path),)), data)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. train.steps=100")
-    key, raw = text.split("=", 1)
-    try:
-        value = parse_yaml(raw, f"--set '{text}'") if raw != "" else ""
-    except ConfigError:  # not YAML: the text itself (e.g. a path with a colon)
-        value = raw
-    return key.strip().split("."), value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    data = _deep_merge({}, data)
-    for text in overrides:
-        parts, value = parse_override(text)
-        node = data
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set '{text}': '{p}' is a value, not a section")
-        node[parts[-1]] = value
-    return data
-
-
 def load_config(name_or_path: str | None = None, overrides: list[str] = (), recorded: bool = False) -> RunConfig:
     """A preset or YAML file plus `--set` overrides. `recorded`: the file is a run's own
     config.yaml, whose missing keys mean what they meant when it was written."""
-    data = _load_raw(name_or_path) if name_or_path else {}
+    data = load_layers(name_or_path) if name_or_path else {}
     return from_dict(apply_overrides(data, list(overrides)), recorded=recorded)
 
 

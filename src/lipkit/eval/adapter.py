@@ -79,7 +79,8 @@ def _fashion_mnist_array_path(transform, cfg: RunConfig):
 
 
 def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalModel:
-    from lipkit.config import apply_overrides, from_dict, to_dict
+    from lipkit.config import from_dict, to_dict
+    from lipkit.config_layers import apply_overrides
     from lipkit.loading import load_directory
 
     run_dir = Path(run_dir)
@@ -146,7 +147,8 @@ def load_open_clip(spec: str, eval_cfg: EvalConfig | None = None) -> EvalModel:
 def load_model_spec(spec: str, overrides: Sequence[str] = ()) -> EvalModel:
     """A run directory or `open_clip:ARCH[:PRETRAINED]`; `overrides` are `eval.key=value`."""
     if spec.startswith(OPEN_CLIP_PREFIX):
-        from lipkit.config import RunConfig, apply_overrides, from_dict, to_dict
+        from lipkit.config import RunConfig, from_dict, to_dict
+        from lipkit.config_layers import apply_overrides
 
         bad = [o for o in overrides if not o.strip().startswith("eval.")]
         if bad:

@@ -14,8 +14,6 @@ CLIP_benchmark writes them, plus `details.json`.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 import time
 from collections.abc import Sequence

@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lipkit.config import ClipRegObjectiveConfig, ConfigError, ObjectiveConfig, apply_overrides
+from lipkit.config import ClipRegObjectiveConfig, ConfigError, ObjectiveConfig
+from lipkit.config_layers import apply_overrides
 from lipkit.objectives import HEAD_CLIP, available_objectives, build_objective
 from lipkit.typed_config import from_mapping
 from lipkit.yaml_loader import read_yaml
