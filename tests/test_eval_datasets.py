@@ -228,6 +228,19 @@ def test_tasks_that_do_not_apply_are_skipped_with_one_line(tmp_path, capsys):
                      "retrieval on indices: skipped, it has no captions"]
 
 
+def test_probes_with_one_image_a_class_are_skipped_not_a_traceback(tmp_path, capsys):
+    items = pets()["test"]
+    table = tmp_path / "pets.jsonl"
+    write_jsonl(table, items)
+    em = stand_in(datasets=[f"pets={table}"], dataset_train=str(table), few_shot_k=1, ood_corruptions=[])
+    out = evaluate_model(em, ["linear", "knn", "ood", "text"], progress=False)
+    assert ("pets", "knn_classification") in by_task(out.records)  # kNN needs no held-out image
+    assert not {("pets", "linear_probe"), ("pets", "ood_classification")} & set(by_task(out.records))
+    err = capsys.readouterr().err
+    reason = "its probe training set has one image per class (eval.few_shot_k=1), none to hold out for choosing the probe's C"
+    assert f"linear on pets: skipped, {reason}" in err and f"ood on pets: skipped, {reason}" in err
+
+
 def test_labelled_folder_captions_table_and_shift_in_one_command(tmp_path, monkeypatch):
     """The README's command: a labelled folder, a captions table, a style shift (with the
     corruptions too when lipkit[eval] is installed)."""

@@ -43,6 +43,22 @@ def note(text: str) -> None:
     tqdm.write(text, file=sys.stderr)
 
 
+def probe_shortfall(labels, few_shot_k: int | None = None) -> str:
+    """Why a probe cannot be trained on `labels`, or "": fewer than 2 classes, or (when choosing
+    its C, after keeping `few_shot_k` images a class) no class with an image to hold out."""
+    counts = np.unique(np.asarray(labels), return_counts=True)[1]
+    if len(counts) < 2:
+        return "its probe training set has fewer than 2 classes"
+    if few_shot_k is not None:
+        if few_shot_k:
+            counts = np.minimum(counts, few_shot_k)
+        if counts.max() < 2:
+            return ("its probe training set has one image per class"
+                    + (f" (eval.few_shot_k={few_shot_k})" if few_shot_k else "")
+                    + ", none to hold out for choosing the probe's C")
+    return ""
+
+
 def captions_missing(split: Split) -> str:
     """Why `split` cannot be captioned per image ("" when every image has a caption)."""
     missing = split.missing_captions()
@@ -92,18 +108,19 @@ class Context:
         return cls(model, data, progress=False)
 
     def require(self, task: str, *, labels: bool = False, class_names: bool = False,
-                probe_classes: bool = False, captions: bool = False) -> None:
+                probe_classes: bool = False, choose_C: bool = False, captions: bool = False) -> None:
         """TaskSkipped when the data lacks what `task` needs: labels, class names, two or more
-        classes in the probes' training set, a caption for every test image."""
+        classes in the probes' training set (`choose_C`: and a class with two images after
+        eval.few_shot_k, to hold one out for choosing the probe's C), a caption for every test image."""
         d = self.data
         reason = ""
         if labels and not d.has_labels:
             reason = "it has no labels"
         elif class_names and d.class_names is None:
             reason = "it has no class names (a classnames.txt beside it, or eval.prompts_path)"
-        elif probe_classes and len(np.unique(d.train.labels)) < 2:
-            reason = "its probe training set has fewer than 2 classes"
-        elif captions:
+        elif probe_classes or choose_C:
+            reason = probe_shortfall(d.train.labels, self.cfg.few_shot_k if choose_C else None)
+        if not reason and captions:
             reason = captions_missing(d.test)
         if reason:
             raise TaskSkipped(task, d.name, reason)

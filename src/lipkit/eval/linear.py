@@ -219,7 +219,7 @@ def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, 
     eval.features is pre and the model exposes them, else the embeddings ("post"). Needs labels,
     two classes or more to train on."""
     ctx = Context.of(model, data, cache, settings)
-    ctx.require("linear", labels=True, probe_classes=True)
+    ctx.require("linear", labels=True, choose_C=True)
     probe = ctx.once(train_probe)
     metrics = probe.evaluate(ctx.features("test"), ctx.data.test.labels)
     metrics.update(best_C=probe.best_C, features=ctx.feature_kind, few_shot_k=ctx.cfg.few_shot_k,

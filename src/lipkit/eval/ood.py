@@ -210,7 +210,7 @@ def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, 
     photos -> cartoons; `<name>-shift`, the test images against `data.shift`. The probe is the
     linear task's. Needs labels, two classes or more to train the probe on."""
     ctx = Context.of(model, data, cache, settings)
-    ctx.require("ood", labels=True, probe_classes=True)
+    ctx.require("ood", labels=True, choose_C=True)
     c, d, em = ctx.cfg, ctx.data, ctx.em
     if c.ood_corruptions:  # none: the shifted datasets alone
         check_corruptions(c.ood_corruptions, c.ood_severities)

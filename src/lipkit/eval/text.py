@@ -21,7 +21,7 @@ import torch
 from scipy.stats import spearmanr
 
 from . import linear
-from .context import Context, captions_missing, note
+from .context import Context, captions_missing, note, probe_shortfall
 from .errors import EvalError
 from .features import embed_texts
 from .adapter import EvalModel
@@ -113,8 +113,9 @@ def caption_probe(model, tokenize, train_captions: Sequence[str], train_labels,
 def _caption_probe_skip(d: EvalData) -> str:
     if not d.has_labels:
         return "it has no labels"
-    return captions_missing(d.test) or (captions_missing(d.train) and
-                                        f"its probe training set: {captions_missing(d.train)}")
+    return (captions_missing(d.test)
+            or (captions_missing(d.train) and f"its probe training set: {captions_missing(d.train)}")
+            or probe_shortfall(d.train.labels, few_shot_k=0))
 
 
 def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
