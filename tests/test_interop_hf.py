@@ -201,6 +201,11 @@ def test_cli_errors_are_one_line_and_keep_what_is_there(runs, tmp_path, capsys):
     assert "not a local Hugging Face model directory" in capsys.readouterr().err
     assert main(["export", str(runs["gray"].run_dir), "--to", "hf", str(tmp_path / "ok")]) == 0
     assert "exported" in capsys.readouterr().out and (tmp_path / "ok" / "model.safetensors").is_file()
+    (tmp_path / "ok" / "model.safetensors").unlink()  # an incomplete folder: transformers' OSError, one line
+    assert main(["import", "hf:" + str(tmp_path / "ok"), str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lipkit: error: hf:{tmp_path / 'ok'}: transformers cannot load it: ")
+    assert not (tmp_path / "y").exists()
 
 
 def test_exported_weights_are_renamed_not_recomputed(runs, tmp_path):

@@ -135,12 +135,22 @@ def _pooled(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
+def _loaded(path: Path, load):
+    """`load()`, with transformers' complaint about a missing or unreadable file as one line."""
+    try:
+        return load()
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InteropError(f"hf:{path}: transformers cannot load it: {first}") from None
+
+
 def _encoders(path: Path, context_length: int):
     """(model, processor, encode_image(pixels), encode_text(captions), tokenize(captions)) of a CLIP
     directory, through transformers' own CLIPModel and CLIPProcessor, offline."""
     transformers = _transformers()
-    model = transformers.CLIPModel.from_pretrained(str(path), local_files_only=True, dtype=torch.float32).eval()
-    processor = transformers.CLIPProcessor.from_pretrained(str(path), local_files_only=True)
+    model = _loaded(path, lambda: transformers.CLIPModel.from_pretrained(
+        str(path), local_files_only=True, dtype=torch.float32).eval())
+    processor = _loaded(path, lambda: transformers.CLIPProcessor.from_pretrained(str(path), local_files_only=True))
 
     def tokenize(captions: list[str]) -> dict:
         return processor.tokenizer(captions, padding="max_length", max_length=context_length, truncation=True,
@@ -186,7 +196,7 @@ def read(spec: str) -> Foreign:
         raise InteropError(f"hf:{spec}: not a local Hugging Face model directory (no config.json); "
                            "lipkit does not download models")
     transformers = _transformers()
-    config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    config = _loaded(path, lambda: transformers.AutoConfig.from_pretrained(str(path), local_files_only=True))
     if config.model_type != "clip":
         raise InteropError(f"hf:{spec}: model_type {config.model_type!r}; only CLIP (CLIPModel) imports")
     v, t = config.vision_config, config.text_config
