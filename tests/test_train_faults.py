@@ -70,6 +70,25 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
+class NanOnCallsWithPrototypes(NanOnCalls):
+    """The same, with the prototype heads run (their BatchNorm statistics move in the forward)."""
+
+    required_heads = frozenset({"clip", "prototypes"})
+
+
+register("test-nan-on-calls-prototypes")(lambda cfg: NanOnCallsWithPrototypes())
+
+
+def test_a_skipped_step_leaves_the_heads_batch_norm_statistics_as_they_were(tmp_path, monkeypatch):
+    monkeypatch.setattr(NanOnCalls, "nan_calls", {2, 3})
+    sets = ["objective.name=test-nan-on-calls-prototypes", "train.max_bad_steps=2", "model.heads=[clip,prototypes]",
+            "model.prototypes.hidden_dim=32", "model.prototypes.bottleneck_dim=8", "model.prototypes.num_prototypes=16"]
+    result = train(load_config("fashion-tiny", TINY + sets), tmp_path / "run")
+    assert result.bad_steps == 2
+    norms = [m for m in result.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == 2 and all(int(m.num_batches_tracked) == 4 for m in norms)  # 6 steps, 2 skipped
+
+
 def test_too_many_non_finite_steps_in_a_row_stop_with_the_step_and_terms(tmp_path, monkeypatch):
     monkeypatch.setattr(NanOnCalls, "nan_calls", set(range(1, 100)))
     cfg = load_config("fashion-tiny", TINY + ["objective.name=test-nan-on-calls", "train.max_bad_steps=2"])

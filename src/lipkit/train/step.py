@@ -67,7 +67,9 @@ def train_step(learner: Learner, micro_batches: Sequence[MicroBatch], cfg: Train
     """One optimizer step over `micro_batches` (one global batch), computing the heads the
     objective reads; `announce`: this process prints the warning for a skipped step."""
     objective, optimizer, precision, progress = learner.objective, learner.optimizer, learner.precision, learner.progress
-    buffers = {name: b.clone() for name, b in objective.named_buffers()}
+    # what a skipped step must leave as it was: the objective's state (nCLIP centers) and the
+    # model's (the prototype heads' BatchNorm running statistics, updated in the forward)
+    buffers = [(b, b.clone()) for module in (objective, learner.model) for b in module.buffers()]
     optimizer.zero_grad(set_to_none=True)
     terms, finite = forward_backward(learner.parallel.train_model, objective, micro_batches, objective.required_heads,
                                      precision, no_sync=learner.parallel.no_sync, lip_model=learner.model)
@@ -79,9 +81,9 @@ def train_step(learner: Learner, micro_batches: Sequence[MicroBatch], cfg: Train
         if cfg.grad_clip_norm > 0:
             grad_norm = clip_gradients([learner.wrapped, learner.loop_synced], cfg.grad_clip_norm)
         precision.step(optimizer)
-    else:  # skip: no update, and objective state (nCLIP centers) as before the step
-        for name, value in buffers.items():
-            objective.get_buffer(name).copy_(value)
+    else:  # skip: no update, and every buffer as before the step
+        for buffer, value in buffers:
+            buffer.copy_(value)
         optimizer.zero_grad(set_to_none=True)
         progress.bad_steps += 1
         progress.bad_streak += 1
