@@ -267,6 +267,19 @@ def test_resume_latest_falls_back_past_a_damaged_checkpoint(old_run, capsys, cap
     assert "damaged" not in caplog.text.split("resuming from step-00000002 instead")[1]
 
 
+def test_resuming_in_place_from_an_older_checkpoint_sets_the_later_ones_aside(old_run, caplog):
+    step2 = list_checkpoints(old_run)[0]
+    with caplog.at_level(logging.WARNING, logger="lipkit.run_dir"):
+        assert main(["train", "--out", str(old_run), "--resume", str(step2), "--set=train.steps=3"]) == 0
+    aside = old_run / "checkpoints" / "abandoned-after-step-00000002"
+    assert f"its later checkpoints (step-00000004) were moved to {aside}" in caplog.text
+    assert [p.name for p in list_checkpoints(old_run)] == ["step-00000002", "step-00000003"]
+    assert (aside / "step-00000004" / "model.safetensors").is_file()  # nothing lost, out of --resume latest's way
+    assert [json.loads(line)["step"] for line in (old_run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert main(["train", "--out", str(old_run), "--resume", "latest", "--set=train.steps=4"]) == 0
+    assert [p.name for p in list_checkpoints(old_run)] == ["step-00000002", "step-00000003", "step-00000004"]
+
+
 def test_a_truncated_file_is_found_and_all_damaged_is_one_line(old_run, capsys):
     first, newest = list_checkpoints(old_run)
     trainer = newest / "trainer.pt"

@@ -181,6 +181,25 @@ def write_checkpoint(run_dir: Path, step: int, files: dict[str, Callable[[Path],
     return final
 
 
+def set_aside_later_checkpoints(run_dir: Path, step: int) -> Path | None:
+    """A run resumed in place from step `step` takes again the steps after it: its checkpoints
+    of those steps (an abandoned continuation) move to RUN/checkpoints/abandoned-after-step-N/,
+    out of pruning's and `--resume latest`'s way, with a warning. Returns that folder, if any."""
+    later = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) > step]
+    if not later:
+        return None
+    aside = Path(run_dir) / CHECKPOINTS_DIR / f"abandoned-after-step-{step:08d}"
+    aside.mkdir(exist_ok=True)
+    for path in later:
+        target = aside / path.name
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(path, target)
+    log.warning("lipkit: warning: resuming %s from step %d: its later checkpoints (%s) were moved to %s",
+                run_dir, step, ", ".join(p.name for p in later), aside)
+    return aside
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Keep the newest `keep` checkpoints; also clear temporary directories a killed run left."""
     root = Path(run_dir) / CHECKPOINTS_DIR

@@ -22,7 +22,7 @@ from lipkit.data.feature_cache import cache_tower_features, cacheable
 from lipkit.files import atomic_write
 from lipkit.models import LIPModel
 from lipkit.objectives import build_objective
-from lipkit.run_dir import TOKENIZER_FILE, resolve_resume, save_run_config
+from lipkit.run_dir import TOKENIZER_FILE, resolve_resume, save_run_config, set_aside_later_checkpoints
 from lipkit.tokenizer import Tokenizer, build_tokenizer
 from lipkit.train.accumulation import MicroBatch, TowerFeatures
 from lipkit.train.batches import BatchStream, batch_layout, check_batch_fits
@@ -201,13 +201,15 @@ def _learner(cfg: RunConfig, device: torch.device, dist_info: distributed.DistIn
 def _write_run_files(cfg: RunConfig, tokenizer: Tokenizer, write_dir: Path, is_main: bool,
                      cut_after: int | None) -> MetricsLog:
     """The run's config and tokenizer written, and its metrics log opened; a run resumed in place
-    (`cut_after`: the step it resumes from) drops the records of the steps it will take again."""
+    (`cut_after`: the step it resumes from) drops the records of the steps it will take again and
+    sets their checkpoints aside."""
     metrics_path = write_dir / METRICS_FILE
     if is_main:
         save_run_config(cfg, write_dir)
         atomic_write(write_dir / TOKENIZER_FILE, tokenizer.save)
         if cut_after is not None:
             truncate_metrics(metrics_path, cut_after)
+            set_aside_later_checkpoints(write_dir, cut_after)
     return MetricsLog(metrics_path if is_main else None,
                       write_dir / TENSORBOARD_DIR if cfg.train.tensorboard and is_main else None)
 
