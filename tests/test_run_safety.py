@@ -89,6 +89,16 @@ def test_a_refused_overwrite_leaves_the_old_run_as_it_was(old_run, sets, message
     assert sorted(p.name for p in old_run.parent.iterdir()) == ["run"]  # no staging left beside it
 
 
+def test_tensorboard_without_the_package_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    assert _train(tmp_path / "run", "train.steps=2", "train.tensorboard=true") == 2
+    assert "train.tensorboard: the 'tensorboard' package is not installed" in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_overwrite_keeps_the_old_run_until_the_new_one_fails_before_its_first_checkpoint(old_run, capsys):
     before = _snapshot(old_run)
     assert _train(old_run, "train.steps=4", "objective.name=test-always-nan", "train.max_bad_steps=0",

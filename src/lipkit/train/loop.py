@@ -5,7 +5,9 @@ optimizer step, and the `Learner` it changes), checkpointing (saving and `restor
 rng, run_place, metrics_log, collapse_guard, signals, warm_start."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib.util
 import logging
 import time
 from dataclasses import dataclass
@@ -71,7 +73,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     check_train_config(cfg.train, dist_info.world_size)
     if dist_info.is_main:
         check_writable(run_dir, "--out")
-    with RunPlace(run_dir, writer=dist_info.is_main) as place:
+    with RunPlace(run_dir, writer=dist_info.is_main) as place, contextlib.ExitStack() as on_exit:  # closes on errors too
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_all(cfg.train.seed, devices=True)  # the same initial weights on every rank (FSDP2 shards them as they are)
@@ -99,16 +101,18 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         # ---- run directory (rank 0 writes): nothing was written before this point
         resuming_here = checkpoint is not None and checkpoint.parent.parent.resolve() == run_dir.resolve()
         write_dir = place.open(overwrite=overwrite, resuming=resuming_here)
-        log = _write_run_files(cfg, tokenizer, write_dir, dist_info.is_main, progress.step if resuming_here else None)
+        log = on_exit.enter_context(contextlib.closing(
+            _write_run_files(cfg, tokenizer, place, dist_info.is_main, progress.step if resuming_here else None)))
 
         # ---- batches, from the restored data position
-        stream = _batches(dataset, learner, tokenizer, cfg, dist_info, place, write_dir, layout)
+        stream = on_exit.enter_context(contextlib.closing(
+            _batches(dataset, learner, tokenizer, cfg, dist_info, place, write_dir, layout)))
         checkpointer = Checkpointer(place, cfg, tokenizer, learner, layout)
 
         # ---- steps
         learner.model.train()
         learner.objective.train()
-        monitor = Monitor(cfg, log, guard, learner, start_step, dist_info.is_main)
+        monitor = on_exit.enter_context(contextlib.closing(Monitor(cfg, log, guard, learner, start_step, dist_info.is_main)))
         start, stopped_by, last_checkpoint = time.perf_counter(), None, None
         with StopSignals() as signals:
             while progress.step < cfg.train.steps:
@@ -133,8 +137,6 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         # ---- the end: a final checkpoint (unless one was just written) and the weights in the run directory
         if checkpointer.last_step != progress.step:
             last_checkpoint = checkpointer.save(progress)
-        stream.close()
-        log.close()
     return TrainResult(learner.model, run_dir, progress.step, progress.samples, seconds, monitor.loss, start_step,
                        stopped_by, checkpoint=last_checkpoint, bad_steps=progress.bad_steps)
 
@@ -151,6 +153,8 @@ def check_train_config(t: TrainConfig, world_size: int = 1) -> None:
         if not value >= 0:  # NaN too
             raise ConfigError(f"train.{key}: must be >= 0, got {value}")
     batch_layout(t.batch_size, world_size, t.accum_steps)
+    if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard: the 'tensorboard' package is not installed (pip install tensorboard)")
 
 
 # --------------------------------------------------------------------------- the sections' details
@@ -198,11 +202,12 @@ def _learner(cfg: RunConfig, device: torch.device, dist_info: distributed.DistIn
                    channels_last)
 
 
-def _write_run_files(cfg: RunConfig, tokenizer: Tokenizer, write_dir: Path, is_main: bool,
+def _write_run_files(cfg: RunConfig, tokenizer: Tokenizer, place: RunPlace, is_main: bool,
                      cut_after: int | None) -> MetricsLog:
     """The run's config and tokenizer written, and its metrics log opened; a run resumed in place
     (`cut_after`: the step it resumes from) drops the records of the steps it will take again and
     sets their checkpoints aside."""
+    write_dir = place.path
     metrics_path = write_dir / METRICS_FILE
     if is_main:
         save_run_config(cfg, write_dir)
@@ -210,8 +215,11 @@ def _write_run_files(cfg: RunConfig, tokenizer: Tokenizer, write_dir: Path, is_m
         if cut_after is not None:
             truncate_metrics(metrics_path, cut_after)
             set_aside_later_checkpoints(write_dir, cut_after)
-    return MetricsLog(metrics_path if is_main else None,
-                      write_dir / TENSORBOARD_DIR if cfg.train.tensorboard and is_main else None)
+    log = MetricsLog(metrics_path if is_main else None,
+                     write_dir / TENSORBOARD_DIR if cfg.train.tensorboard and is_main else None)
+    if is_main:  # the open file moves with a run that replaces another; its errors name where it is
+        place.on_move(lambda run_dir: setattr(log, "path", run_dir / METRICS_FILE))
+    return log
 
 
 def _batches(dataset, learner: Learner, tokenizer: Tokenizer, cfg: RunConfig, dist_info: distributed.DistInfo,
