@@ -29,6 +29,12 @@ def test_base_chain_merges_sections():
     assert cfg.model.vision.patch_size == 7  # inherited from fashion-tiny
 
 
+def test_a_base_that_is_not_a_name_is_one_config_error(tmp_path):
+    (tmp_path / "c.yaml").write_text("base: [fashion-tiny]\n")
+    with pytest.raises(ConfigError, match=r"base: expected a preset name or a file, got \['fashion-tiny'\]"):
+        load_config(str(tmp_path / "c.yaml"))
+
+
 def test_yaml_round_trip(tmp_path):
     cfg = load_config("fashion-tiny", ["objective.clip_reg.lambda=0.5", "model.heads=[clip]"])
     save_config(cfg, tmp_path / "c.yaml")

@@ -44,6 +44,8 @@ def load_layers(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
+    if not isinstance(base, str):
+        raise ConfigError(f"config '{path}': base: expected a preset name or a file, got {base!r}")
     base_ref = str(path.parent / base) if (path.parent / base).is_file() else str(base)
     return deep_merge(load_layers(base_ref, seen + (str(path),)), data)
 
