@@ -124,6 +124,33 @@ def test_tuxpaint_fetch_rules_on_a_small_package(tmp_path, monkeypatch):
     assert sorted(s[0] for s in meta["skipped"]) == ["food/empty", "food/nocaption"]
 
 
+def test_a_forced_fetch_that_fails_keeps_the_cached_copy(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LIPKIT_CACHE", str(tmp_path / "cache"))
+    pkg = tmp_path / "pkg"
+    png = tmp_path / "x.png"
+    Image.new("RGBA", (30, 20), (0, 0, 255, 255)).save(png)
+    _fake_package(pkg, {"usr/share/tuxpaint/stamps/animals/cat.png": png.read_bytes(),
+                        "usr/share/tuxpaint/stamps/animals/cat.txt": "A cat."})
+    _use_fake_package(monkeypatch, pkg)
+    assert main(["data", "fetch", "tuxpaint"]) == 0
+    cache = tmp_path / "cache" / "tuxpaint"
+    before = {p.relative_to(cache): p.read_bytes() for p in sorted(cache.rglob("*")) if p.is_file()}
+
+    @contextlib.contextmanager
+    def offline(package):
+        raise OSError(101, "Network is unreachable")
+        yield
+
+    monkeypatch.setattr(debian, "extracted_package", offline)
+    assert main(["data", "fetch", "tuxpaint", "--force"]) == 2
+    assert "Network is unreachable" in capsys.readouterr().err
+    assert {p.relative_to(cache): p.read_bytes() for p in sorted(cache.rglob("*")) if p.is_file()} == before
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["tuxpaint"]  # nothing left aside
+    _use_fake_package(monkeypatch, pkg)
+    assert main(["data", "fetch", "tuxpaint", "--force"]) == 0
+    assert [i.id for i in tuxpaint.load_tuxpaint(fetch_if_missing=False)] == ["animals/cat"]
+
+
 # --------------------------------------------------------------------------- Tux Paint: the real package
 @pytest.fixture(scope="module")
 def stamps():

@@ -56,8 +56,10 @@ class BuiltinSource:
 # ---------------------------------------------------------------------------------- Tux Paint
 def _fetch_tuxpaint(force: bool) -> tuple[str, int]:
     from . import tuxpaint
+    from .cache import fetched_again
 
-    return str(tuxpaint.fetch(force=force)), len(tuxpaint.load_tuxpaint())
+    where = fetched_again(tuxpaint.data_dir(), tuxpaint.fetch) if force else tuxpaint.fetch()
+    return str(where), len(tuxpaint.load_tuxpaint())
 
 
 def _tuxpaint_pairs(split: str, o: PairOptions) -> PairDataset:
@@ -84,8 +86,10 @@ def _tuxpaint_pairs(split: str, o: PairOptions) -> PairDataset:
 # ---------------------------------------------------------------------------------- Open Clip Art
 def _fetch_openclipart(force: bool) -> tuple[str, int]:
     from . import openclipart
+    from .cache import fetched_again
 
-    return str(openclipart.fetch(force=force)), len(openclipart.load_openclipart())
+    where = fetched_again(openclipart.data_dir(), openclipart.fetch) if force else openclipart.fetch()
+    return str(where), len(openclipart.load_openclipart())
 
 
 def _openclipart_pairs(split: str, o: PairOptions) -> PairDataset:
@@ -103,11 +107,10 @@ def _openclipart_pairs(split: str, o: PairOptions) -> PairDataset:
 # ---------------------------------------------------------------------------------- labelled arrays
 def _fetch_fashion_mnist(force: bool) -> tuple[str, int]:
     from . import fashion_mnist
+    from .cache import fetched_again
 
-    if force:
-        for f in fashion_mnist.FILES:
-            (fashion_mnist.data_dir() / f).unlink(missing_ok=True)
-    where = fashion_mnist.ensure_files()
+    ensure = fashion_mnist.ensure_files
+    where = fetched_again(fashion_mnist.data_dir(), ensure) if force else ensure()
     return str(where), sum(len(fashion_mnist.load_fashion_mnist(split)[1]) for split in ("train", "test"))
 
 

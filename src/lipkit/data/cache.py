@@ -4,9 +4,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from lipkit.errors import LipkitError
+
+
+T = TypeVar("T")
 
 
 class DataSourceError(LipkitError, RuntimeError):
@@ -32,3 +37,23 @@ def atomic_copy(src: Path, dst: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fetched_again(folder: Path, fetch: Callable[[], T]) -> T:
+    """`fetch()` into an emptied `folder` (a source's cache), the copy there kept aside beside it
+    until the fetch succeeds and put back when it fails: `lipkit data fetch --force` loses nothing
+    to a failed download."""
+    aside = folder.with_name(f".{folder.name}.previous")
+    shutil.rmtree(aside, ignore_errors=True)  # left by a fetch killed before it could clean up
+    had = folder.exists()
+    if had:
+        os.replace(folder, aside)
+    try:
+        result = fetch()
+    except BaseException:
+        if had:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(aside, folder)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return result
