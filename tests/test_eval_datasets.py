@@ -120,6 +120,8 @@ def test_the_three_layouts_give_identical_records(tmp_path):
     em = stand_in(datasets=specs, ood_corruptions=["contrast"], ood_severities=[2],
                   wordsim_path=str(words))
     out = evaluate_model(em, tasks, progress=False)
+    # word similarity reads no dataset: one record for the model, not one per dataset
+    assert [r["dataset"] for r in out.records if r["task"] == "word_similarity"] == ["words"] * HAVE_EVAL_EXTRA
     per_layout = {}
     for r in out.records:
         if r["task"] == "word_similarity":

@@ -119,7 +119,7 @@ def evaluate_model(em: EvalModel, tasks: Sequence[str], progress: bool = True,
         memo.install(em.model)
     datasets = open_datasets(em)
     store = {}  # embeddings of the image sets shared by datasets
-    out = EvalOutput([])
+    out, recorded = EvalOutput([]), set()
     for data in datasets:
         ctx = Context(em, data, progress=progress, store=store)
         ctx.prepare(tasks)
@@ -132,6 +132,9 @@ def evaluate_model(em: EvalModel, tasks: Sequence[str], progress: bool = True,
                 continue
             out.seconds[(data.name, task)] = time.perf_counter() - start
             for r in results:
+                if (r.dataset, r.task) in recorded:  # a dataset-free result (word similarity): once per model
+                    continue
+                recorded.add((r.dataset, r.task))
                 if r.dataset == data.name or r.dataset.startswith(data.name + "-"):
                     r.metrics.update(_provenance(data, task))
                 out.records.append(result_record(r.dataset, em.name, em.pretrained, r.task, r.metrics))
