@@ -230,6 +230,15 @@ def test_tasks_that_do_not_apply_are_skipped_with_one_line(tmp_path, capsys):
                      "retrieval on indices: skipped, it has no captions"]
 
 
+def test_a_folder_with_only_a_test_split_reads_its_classes(tmp_path):
+    items = pets()["test"]
+    em = stand_in(datasets=[f"flat={write_folder(tmp_path / 'flat', {'': items})}",
+                            f"nested={write_folder(tmp_path / 'nested', {'test': items})}"])
+    m = by_task(evaluate_model(em, ["zeroshot", "linear"], progress=False).records)
+    assert m[("nested", "zeroshot_classification")] == m[("flat", "zeroshot_classification")]
+    assert m[("nested", "linear_probe")] == m[("flat", "linear_probe")]
+
+
 def test_probes_with_one_image_a_class_are_skipped_not_a_traceback(tmp_path, capsys):
     items = pets()["test"]
     table = tmp_path / "pets.jsonl"

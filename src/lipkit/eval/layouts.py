@@ -254,6 +254,9 @@ def read_layout(spec: str, cfg: EvalConfig) -> RawDataset:
             data = RawDataset(_wds_name(path), path, {"test": _shards(_shard_list(path), caption_field)})
         elif set(dirs) == set(SPLITS):
             data = RawDataset(path.resolve().name, path, _split(dirs, _class_folders))
+        elif dirs and len(dirs) == sum(1 for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            # only train/ or only test/ (not a class of that name among others): the one split there is
+            data = RawDataset(path.resolve().name, path, {"test": _class_folders(next(iter(dirs.values())))})
         else:
             data = RawDataset(path.resolve().name, path, {"test": _class_folders(path)})
     elif path.suffix.lower() in (".csv", ".tsv", ".jsonl") and path.is_file():
