@@ -285,3 +285,23 @@ def test_a_run_on_your_own_data(xclip_run, tmp_path):
     assert m[("pets", "zeroshot_retrieval")] | {"test_split": ""} == \
         m[("captions", "zeroshot_retrieval")] | {"test_split": ""}
     assert m[("captions", "prototype_collapse")]["image_distinct_prototypes"] >= 1
+
+
+def test_collapse_from_python_on_a_folder_with_an_unreadable_image(xclip_run, tmp_path):
+    """Without a prepared cache, the captions are those of the images that could be read."""
+    from lipkit.eval import collapse
+    from lipkit.eval.datasets import open_dataset
+
+    images, labels = load_fashion_mnist("test")
+    rows = []
+    for i in range(40):
+        Image.fromarray(images[i]).save(tmp_path / f"{i}.png")
+        rows.append({"image": f"{i}.png", "label": int(labels[i]), "caption": f"item {i}"})
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rows.insert(7, {"image": "broken.png", "label": 0, "caption": "the broken one"})
+    table = tmp_path / "items.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    em = from_lipkit_run(xclip_run)
+    data = open_dataset(str(table), em.eval, divide=False)
+    (result,) = collapse.evaluate(em, data)
+    assert sum(result.details["image_argmax_counts"]) == sum(result.details["text_argmax_counts"]) == 40

@@ -187,9 +187,8 @@ def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, 
     em, d = ctx.em, ctx.data
     if None in (em.image_features, em.image_prototype_head, em.text_prototypes):
         raise TaskSkipped("collapse", d.name, "the model has no prototype heads")
-    captions = d.test.caption
     image_logits = ctx.apply(em.image_prototype_head, ctx.tower("test"))
-    text_logits = ctx.embed_texts(captions, feature_fn=em.text_prototypes)
+    text_logits = ctx.embed_texts(ctx.split("test").caption, feature_fn=em.text_prototypes)  # of the readable images
     stats = prototype_stats(image_logits, text_logits, temperature=em.prototype_temperature, labels=d.test.labels,
                             num_classes=len(d.class_names or []), num_prototypes=em.num_prototypes,
                             chunk_size=ctx.batch_size)
