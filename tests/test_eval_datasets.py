@@ -210,6 +210,18 @@ def test_unreadable_images_are_skipped_counted_and_reported(tmp_path, capsys):
     assert "3.tar:s0000100.webp: cannot decode image" in err
 
 
+def test_samples_the_shift_dataset_cannot_use_are_counted_and_reported(tmp_path, capsys):
+    data = pets()
+    table = write_jsonl(tmp_path / "pets.jsonl", data["test"])
+    shift = write_clip_benchmark(tmp_path / "sketches", {"test": data["test"]}, CLASSES, TEMPLATES)
+    write_tar(shift / "test" / "3.tar", [("s0000200.cls", b"1")])  # a sample with no image
+    (shift / "test" / "nshards.txt").write_text("4\n")
+    em = stand_in(datasets=[f"pets={table}"], shift=str(shift), ood_corruptions=[])
+    m = by_task(evaluate_model(em, ["ood"], progress=False).records)
+    assert m[("pets-shift", "ood_classification")]["skipped"] == 1
+    assert "s0000200: no image field" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- tasks that do not apply
 def test_tasks_that_do_not_apply_are_skipped_with_one_line(tmp_path, capsys):
     items = pets()["test"]

@@ -89,6 +89,8 @@ def open_datasets(em: EvalModel) -> list[EvalData]:
         source = opened(cfg.shift, divide=False)
         for d in labelled:
             d.shift, d.shift_name = _aligned(source.test, source.class_names, d, cfg.shift), source.name
+            if d.skipped is not None:
+                d.skipped["shift"] = list((source.skipped or {}).get("test", []))
     for d in datasets:
         if d.test_split is not None:  # opened by path (the built-ins apply the limits themselves)
             d.test = d.test.spread(cfg.test_limit)
