@@ -36,7 +36,6 @@ class EvalModel:
     pretrained: str
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig | None = None  # the training config of a lipkit run
-    run_dir: Path | None = None
     image_features: FeatureFn | None = None  # pre-projection (pooled tower) features
     text_features: FeatureFn | None = None
     # Tower features -> what encode_image returns (unnormalised): lets the runner run the image
@@ -78,24 +77,28 @@ def _fashion_mnist_array_path(transform, cfg: RunConfig):
     return array_path
 
 
-def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalModel:
+def _with_eval_overrides(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
+    """`cfg` with `--set eval.key=value` applied; any other key is refused."""
     from lipkit.config import from_dict, to_dict
     from lipkit.config_layers import apply_overrides
+
+    bad = [o for o in overrides if not o.strip().startswith("eval.")]
+    if bad:
+        raise EvalError(f"--set {bad[0]}: lipkit eval only overrides eval.* settings")
+    return from_dict(apply_overrides(to_dict(cfg), list(overrides))) if overrides else cfg
+
+
+def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalModel:
     from lipkit.loading import load_directory
 
     run_dir = Path(run_dir)
     loaded = load_directory(run_dir)  # what lipkit.load returns, plus the config
-    model, cfg = loaded.model, loaded.config
-    if overrides:
-        bad = [o for o in overrides if not o.strip().startswith("eval.")]
-        if bad:
-            raise EvalError(f"--set {bad[0]}: lipkit eval only overrides eval.* settings")
-        cfg = from_dict(apply_overrides(to_dict(cfg), list(overrides)))
+    model, cfg = loaded.model, _with_eval_overrides(loaded.config, overrides)
     # LIPModel.encode_image is projection(vision(x)), or the prototype head without CLIP heads
     # (tests/test_eval_runner.py checks that these hooks reproduce it).
     head = model.image_projection if "clip" in model.heads else model.image_prototypes
     em = EvalModel(model, loaded.tokenizer, loaded.preprocess, name=run_dir.name, pretrained=str(run_dir),
-                   eval=cfg.eval, run=cfg, run_dir=run_dir, image_features=model.image_trunk,
+                   eval=cfg.eval, run=cfg, image_features=model.image_trunk,
                    text_features=model.text_trunk, image_head=head, seed=cfg.train.seed,
                    preprocess_array=_fashion_mnist_array_path(loaded.preprocess, cfg))
     if "prototypes" in model.heads:
@@ -147,12 +150,5 @@ def load_open_clip(spec: str, eval_cfg: EvalConfig | None = None) -> EvalModel:
 def load_model_spec(spec: str, overrides: Sequence[str] = ()) -> EvalModel:
     """A run directory or `open_clip:ARCH[:PRETRAINED]`; `overrides` are `eval.key=value`."""
     if spec.startswith(OPEN_CLIP_PREFIX):
-        from lipkit.config import RunConfig, from_dict, to_dict
-        from lipkit.config_layers import apply_overrides
-
-        bad = [o for o in overrides if not o.strip().startswith("eval.")]
-        if bad:
-            raise EvalError(f"--set {bad[0]}: lipkit eval only overrides eval.* settings")
-        cfg = from_dict(apply_overrides(to_dict(RunConfig()), list(overrides)))
-        return load_open_clip(spec, cfg.eval)
+        return load_open_clip(spec, _with_eval_overrides(RunConfig(), overrides).eval)
     return from_lipkit_run(spec, overrides)
