@@ -136,14 +136,12 @@ def _prompts(cfg: EvalConfig, default: Path, dataset: str, num_classes: int):
     return names, templates
 
 
-def _fill(template: str, name: str) -> str:
-    return template.replace("{c}", name).replace("{}", name)
-
-
 def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0, train_limit: int = 0) -> EvalData:
     """`train_limit`: the run's data.train_limit (the validation split starts after it)."""
     from lipkit.data import FashionMNISTPairs, load_fashion_mnist
     from lipkit.data.fashion_mnist import PROMPTS_FILE
+
+    from .zeroshot import class_prompts  # zeroshot reads this module's EvalData
 
     names, templates = _prompts(cfg, PROMPTS_FILE, "fashion-mnist", 10)
     flat_templates = templates if isinstance(templates, list) else None
@@ -173,9 +171,8 @@ def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0
                                        seed=seed, class_names=names)
         caption = [test_pairs.caption(i) if cfg.split == "test" else
                    fill_caption(test_pairs, i, int(labels[i])) for i in range(n_test)]
-        per_class = [[_fill(t, n) for t in flat_templates] for n in names]
-    else:  # per-class prompt lists: the first prompt is the caption
-        per_class = [list(templates[n]) for n in names]
+    per_class = class_prompts(names, templates)
+    if flat_templates is None:  # per-class prompt lists: the first prompt is the caption
         caption = [per_class[y][0] for y in labels]
     k = cfg.retrieval_captions_per_image
     rng = np.random.default_rng(seed)
