@@ -42,10 +42,11 @@ class LoadedModel:
     path: Path
 
 
-def load_model(run_dir: str | Path) -> LIPModel:
-    """The model of a run, checkpoint or imported-model directory, in eval mode."""
+def load_model(run_dir: str | Path, cfg: RunConfig | None = None) -> LIPModel:
+    """The model of a run, checkpoint or imported-model directory (`cfg`: its config, when it
+    has been read already), in eval mode."""
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = cfg or load_run_config(run_dir)
     model = LIPModel(cfg.model)
     load_state_into(model, run_dir / MODEL_FILE)
     model.eval()
@@ -55,11 +56,12 @@ def load_model(run_dir: str | Path) -> LIPModel:
 def load_run(run_dir: str | Path) -> tuple[LIPModel, Tokenizer, RunConfig]:
     """(model, tokenizer, config) of a finished or in-progress run directory."""
     run_dir = Path(run_dir)
-    model = load_model(run_dir)
+    cfg = load_run_config(run_dir)
+    model = load_model(run_dir, cfg)
     tok_path = run_dir / TOKENIZER_FILE
     if not tok_path.is_file():
         raise CheckpointError(f"{run_dir}: missing {TOKENIZER_FILE}")
-    return model, Tokenizer.load(tok_path), load_run_config(run_dir)
+    return model, Tokenizer.load(tok_path), cfg
 
 
 def image_transform(cfg: RunConfig) -> ImageTransform:

@@ -89,3 +89,13 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[str],
     rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
                           for w, num in zip(widths, numeric)) + "|"
     return "\n".join([line(columns), rule] + [line(r) for r in cells])
+
+
+DETAILS_SUFFIX = ".details.json"
+
+
+def details_path(results_file: Path) -> Path:
+    """Where the curves and histograms of `results_file`'s records go: `results.json` ->
+    `results.details.json`."""
+    name = results_file.name[:-5] if results_file.name.endswith(".json") else results_file.name
+    return results_file.with_name(name + DETAILS_SUFFIX)

@@ -30,10 +30,9 @@ from .context import Context, note
 from .datasets import EvalData, Split, open_dataset
 from .errors import EvalError, TaskSkipped
 from .registry import SHORT_LABELS, TASKS, headline, parse_tasks, task_of_record
-from .results import format_table, result_record, write_results
+from .results import details_path, format_table, result_record, write_results
 from .tower_memo import TowerMemo
 
-DETAILS_SUFFIX = ".details.json"
 
 
 @dataclass
@@ -144,11 +143,6 @@ def evaluate_model(em: EvalModel, tasks: Sequence[str], progress: bool = True,
                 if r.details:
                     out.details[f"{r.dataset}/{r.task}"] = r.details
     return out
-
-
-def details_path(results_file: Path) -> Path:
-    name = results_file.name[:-5] if results_file.name.endswith(".json") else results_file.name
-    return results_file.with_name(name + DETAILS_SUFFIX)
 
 
 def _slug(text: str) -> str:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipkit.errors import LipkitError
+from lipkit.eval.results import DETAILS_SUFFIX, details_path
 from lipkit.typed_config import ConfigError
 from lipkit.yaml_loader import read_yaml
 
 RESULTS_FILE = "results.json"
-DETAILS_SUFFIX = ".details.json"
 
 
 class ReportError(LipkitError, ValueError):
@@ -66,8 +66,7 @@ def _records(data, path: Path) -> list[dict]:
 
 
 def _details_of(results_file: Path) -> dict:
-    stem = results_file.name[:-5] if results_file.name.endswith(".json") else results_file.name
-    path = results_file.with_name(stem + DETAILS_SUFFIX)
+    path = details_path(results_file)
     return _read_json(path) if path.is_file() else {}
 
 
