@@ -387,22 +387,23 @@ def test_validation_split_is_training_data_the_run_held_back():
     from lipkit.data import load_fashion_mnist
     from lipkit.data.tuxpaint import tuxpaint_holdout_split, tuxpaint_validation_split
     from lipkit.eval.errors import EvalError
-    from lipkit.eval.datasets import load_eval_data
+    from lipkit.eval.datasets import open_dataset
 
     images, labels = load_fashion_mnist("train")
-    d = load_eval_data(EvalConfig(split="validation", test_limit=50, linear_train_limit=5000), DataConfig(train_limit=1000))
+    d = open_dataset("fashion-mnist", EvalConfig(split="validation", test_limit=50, linear_train_limit=5000),
+                     DataConfig(train_limit=1000))
     assert d.name == "fashion-mnist:validation"
     assert len(d.train) == 1000 and np.array_equal(d.train.images, images[:1000])  # probes: trained-on images
     assert np.array_equal(d.test.images, images[1000:1050]) and np.array_equal(d.test.labels, labels[1000:1050])
     names = d.class_names
     assert all(names[y] in c for y, c in zip(d.test.labels, d.test.caption))
     with pytest.raises(EvalError, match="data.train_limit is 0"):
-        load_eval_data(EvalConfig(split="validation"), DataConfig())
+        open_dataset("fashion-mnist", EvalConfig(split="validation"), DataConfig())
 
     fit, validation = tuxpaint_validation_split()
     train, holdout = tuxpaint_holdout_split()
     ids = lambda items: {it.id for it in items}  # noqa: E731
     assert len(validation) == 150 and ids(fit) | ids(validation) == ids(train)
     assert not ids(validation) & ids(holdout) and not ids(fit) & ids(validation)
-    t = load_eval_data(EvalConfig(split="validation", dataset="tuxpaint"))
+    t = open_dataset("tuxpaint", EvalConfig(split="validation"))
     assert t.name == "tuxpaint:validation" and len(t.test) == 150 and len(t.train) == len(fit)

@@ -249,8 +249,3 @@ def open_dataset(spec: str, cfg: EvalConfig, data_cfg: DataConfig | None = None,
         if str(e) == f"{spec}: no such file or folder":
             raise EvalError(f"{e}, and not a built-in dataset ({', '.join(BUILTIN_DATASETS)})") from None
         raise
-
-
-def load_eval_data(cfg: EvalConfig, data_cfg: DataConfig | None = None, seed: int = 0) -> EvalData:
-    """The data `cfg.dataset` names (`open_dataset`)."""
-    return open_dataset(cfg.dataset, cfg, data_cfg, seed)
