@@ -179,11 +179,15 @@ class Context:
                             f"e.g. {skipped[0][0]}: {skipped[0][1]}")
         return [out[:filled] for out in outputs], np.concatenate(kept), skipped
 
-    def encode(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
-        """(unit embeddings, probe/kNN features) of raw images (any `image_batches` input), or
-        of a split of the data when `images` is its name."""
+    def encode(self, images: Images | str | tuple[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit embeddings, probe/kNN features) of raw images (any `image_batches` input), of a
+        split of the data when `images` is its name, or of some of its rows, (name, positions),
+        from the embeddings already made."""
         if isinstance(images, str):
             return self.embeds(images), self.features(images)
+        if isinstance(images, tuple):
+            name, rows = images
+            return self.embeds(name)[rows], self.features(name)[rows]
         (embeds, features), _, skipped = self._map(images, self._encode_batch, "embed")
         if skipped:  # the split these images come from was read in full before
             raise EvalError(f"{skipped[0][0]}: {skipped[0][1]} (it could be read earlier)")

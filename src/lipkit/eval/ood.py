@@ -219,8 +219,9 @@ def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, 
     prompts = (names, d.templates if names is not None else None)
     results = []
     if c.ood_corruptions:
-        split = d.test.take(d.subset(ctx.split("test"), c.ood_limit))
-        metrics = shift_metrics(em.model, em.tokenize, (split.images, split.labels),
+        rows = d.subset(ctx.split("test"), c.ood_limit)
+        split = d.test.take(rows)
+        metrics = shift_metrics(em.model, em.tokenize, (("test", rows), split.labels),  # clean: embedded already
                                 _Corrupted(ctx, split), *prompts,
                                 progress=lambda xs: ctx.bar(xs, "ood: corruptions"), **common)
         metrics.update(images=len(split), features=ctx.feature_kind)
