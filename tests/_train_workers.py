@@ -28,6 +28,9 @@ CASES = {
                           "train.accum_steps=2", "train.grad_clip_norm=0.5"],
     # the prototype heads' BatchNorm over the global batch, under DDP and accumulation
     "nclip-ddp-accum2": ["objective.name=nclip", "train.strategy=ddp", "train.accum_steps=2"],
+    # prototype heads that CLIP does not read: no gradient on any rank, so AdamW (and its weight
+    # decay) leaves them alone, as in one process
+    "clip-ddp-unread-heads": ["objective.name=clip", "train.strategy=ddp", "model.heads=[clip,prototypes]"],
     # both towers locked: nothing for DDP to wrap, the heads and adapters are replicated
     "xclip-locked-accum2": ["objective.name=xclip", "model.lock_image=true", "model.lock_text=true",
                             "model.adapter_layers=1", "data.cache_features=false", "train.accum_steps=2"],

@@ -1,6 +1,6 @@
 """End-to-end multi-process training (gloo, CPU): 2 processes give the weights of 1 process on the
-same global batch, under DDP and FSDP2, with feature-cache accumulation and an objective that has
-its own parameters; only rank 0 writes; a 2-process run resumed from a checkpoint ends bitwise
+same global batch, under DDP and FSDP2, with feature-cache accumulation, an objective that has
+its own parameters and heads no objective reads; only rank 0 writes; a 2-process run resumed from a checkpoint ends bitwise
 equal to the uninterrupted one.
 
 The runs use train.precision=fp64: in float32, 10 Adam steps already leave elementwise differences

@@ -145,18 +145,22 @@ def all_finite(x: torch.Tensor) -> bool:
 
 @torch.no_grad()
 def average_gradients(params: list[torch.Tensor]) -> None:
-    """Mean of the gradients of parameters that live outside the DDP/FSDP-wrapped model (an
-    objective's own parameters), in one collective. A missing gradient counts as zero."""
+    """Mean of the gradients of parameters that live outside the DDP/FSDP-wrapped model (the
+    replicated heads, an objective's own parameters), in one collective. A gradient missing on
+    some ranks counts as zero there; one missing on every rank stays missing (None), as in one
+    process, so that AdamW leaves that parameter alone (no weight decay either)."""
     if world_size() == 1 or not params:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).to(torch.float64) for g in grads])
+    has_grad = torch.tensor([float(p.grad is not None) for p in params], dtype=torch.float64, device=grads[0].device)
+    flat = torch.cat([g.reshape(-1).to(torch.float64) for g in grads] + [has_grad])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= world_size()
+    anywhere = flat[-len(params):] > 0
     offset = 0
-    for p, g in zip(params, grads):
+    for p, g, used in zip(params, grads, anywhere.tolist()):
         n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(g).to(g.dtype)
+        p.grad = flat[offset : offset + n].view_as(g).to(g.dtype) if used else None
         offset += n
 
 

@@ -30,7 +30,7 @@ class Objective(nn.Module):
     #: heads of the model this objective reads (HEAD_CLIP, HEAD_PROTOTYPES)
     required_heads: ClassVar[frozenset[str]] = frozenset()
     #: whether it reads the model's `logit_scale`; one that does not leaves the scale without a
-    #: gradient, so a DDP-wrapped model then needs find_unused_parameters=True (or no scale)
+    #: gradient (and AdamW leaves it alone, in one process or many)
     uses_logit_scale: ClassVar[bool] = True
 
     def term_weight(self, name: str) -> float:
