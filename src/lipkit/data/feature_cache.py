@@ -30,7 +30,7 @@ from lipkit.files import atomic_write
 from .cache import cache_dir
 from .images import BadSampleError
 from .mix import MixedPairs
-from .pairs import PairDataset, encode_skips, first_usable
+from .pairs import PairDataset, checked_index, encode_skips, first_usable
 
 FORMAT_VERSION = 1
 
@@ -149,7 +149,7 @@ class CachedFeatures(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         n, e = len(self), self.epoch
-        index %= n
+        index = checked_index(index, n)
 
         def features(candidate: int) -> dict:
             leaf, j = self.dataset.resolve(candidate, e)
