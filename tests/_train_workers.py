@@ -59,3 +59,30 @@ def worker(rank: int, size: int, port: int, out_dir: str) -> None:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def bad_data_worker(rank: int, size: int, port: int, out_dir: str, data_dir: str, max_bad_fraction: float) -> None:
+    """Train on `data_dir` (pairs, some unreadable) and write what happened to rank{rank}.json."""
+    import json
+
+    from lipkit.data import TooManyBadSamplesError
+    from lipkit.train import train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    out = Path(out_dir)
+    cfg = load_config("fashion-tiny", [
+        f"data.source={data_dir}", "model.vision.channels=3", "data.image_mean=[0.5,0.5,0.5]",
+        "data.image_std=[0.5,0.5,0.5]", f"data.max_bad_fraction={max_bad_fraction}", "train.steps=12",
+        "train.batch_size=4", "train.warmup_steps=1", "train.progress=false", "model.vision.width=32",
+        "model.vision.layers=1", "model.vision.heads=2", "model.text.width=32", "model.text.layers=1",
+        "model.text.heads=2", "model.embed_dim=16", "objective.name=clip"])
+    try:
+        result = {"steps": train(cfg, out / "run").steps}
+    except TooManyBadSamplesError as e:
+        result = {"error": str(e)}
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    (out / f"rank{rank}.json").write_text(json.dumps(result))

@@ -206,3 +206,42 @@ def test_tracked_batches_through_a_dataloader(tmp_path):
     tracker_strict = SkipTracker(0.1, total=len(ds))
     with pytest.raises(TooManyBadSamplesError, match="x_bad.png"):
         next(TrackedBatches(iter(loader), tracker_strict))
+
+
+class _Stream:
+    """A stream's batches with a BatchStream position: after a batch that opens epoch e the
+    position is (e, samples of e so far); `start` resumes mid-epoch."""
+
+    def __init__(self, epochs, start=(0, 0)):
+        self.flat = [(e, b) for e, epoch in enumerate(epochs) for b in epoch][start[1]:]
+        self.epoch, self.samples = start[0], 0
+        self.start_samples = sum(len(b["image"]) for _, b in
+                                 [(e, b) for e, epoch in enumerate(epochs) for b in epoch][:start[1]])
+        self.samples = self.start_samples
+
+    def __next__(self):
+        epoch, batch = self.flat.pop(0)
+        if epoch != self.epoch:
+            self.epoch, self.samples = epoch, 0
+        self.samples += len(batch["image"])
+        return batch
+
+    def position(self):
+        return {"epoch": self.epoch, "samples_in_epoch": self.samples}
+
+
+def test_a_streams_size_is_its_first_whole_epoch_not_one_begun_before_a_resume():
+    def epochs():  # fresh batches for each stream (the tracker takes "skipped" out of a batch)
+        return [[_batch(10), _batch(10)], [_batch(10, ["x"]), _batch(9)], [_batch(10)]]
+
+    batches = TrackedBatches(_Stream(epochs()), SkipTracker(0.5, total=None, min_seen=1))
+    for _ in range(3):  # the third batch opens epoch 1: epoch 0 held the 20 samples before it
+        next(batches)
+    assert batches.tracker.total == 20
+    # resumed after the first batch of epoch 0: that epoch is not whole here, epoch 1 is
+    resumed = TrackedBatches(_Stream(epochs(), start=(0, 1)), SkipTracker(0.5, total=None, min_seen=1))
+    for _ in range(3):
+        next(resumed)
+    assert resumed.tracker.total is None  # not the 10 samples of epoch 0 read after the resume
+    next(resumed)  # opens epoch 2: epoch 1 held 20 samples, one of them unusable
+    assert resumed.tracker.total == 20

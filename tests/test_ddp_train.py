@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from _train_workers import CASES, RESUMED, STEPS, case_config, worker
+from _train_workers import CASES, RESUMED, STEPS, bad_data_worker, case_config, worker
 from lipkit.train import train
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -83,3 +83,38 @@ def test_two_process_resume_is_bitwise_exact(case, two_processes):
     full, resumed = _weights(two_processes / f"{case}-rank0"), _weights(two_processes / f"{case}-resumed-rank0")
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full), [k for k in full if not torch.equal(full[k], resumed[k])]
+
+
+def _pairs_with_unreadable_images(root, good: int, bad: int):
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    for i in range(good):
+        Image.new("RGB", (12, 12), (7 * i, 0, 0)).save(root / f"{i:02d}.png")
+        (root / f"{i:02d}.txt").write_text(f"image {i}")
+    for i in range(bad):
+        (root / f"bad{i}.png").write_bytes(b"not an image")
+        (root / f"bad{i}.txt").write_text(f"bad {i}")
+    return root
+
+
+@pytest.mark.parametrize("limit", [0.1, 0.5])
+def test_bad_samples_are_pooled_over_processes(tmp_path, limit):
+    """30 good and 6 unreadable pairs, 12 steps of 4 (an epoch is 9): every bad sample is met, each
+    by one of the 2 processes. Pooled, 6 of 36 is above 10%: both processes stop at the same batch
+    with the same message (alone, neither would reach 4 of 36, and one stopping alone would hang
+    the other); under 50% the run ends and rank 0's report lists the 6."""
+    import json
+
+    data = _pairs_with_unreadable_images(tmp_path / "pairs", good=30, bad=6)
+    mp.spawn(bad_data_worker, args=(2, _free_port(), str(tmp_path), str(data), limit), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    if limit == 0.1:
+        first, second = (r["error"].split(" (all listed in")[0] for r in results)  # rank 0 writes the report
+        assert first == second and "of 36 samples" in first and "more than data.max_bad_fraction 0.1" in first
+    else:
+        assert results == [{"steps": 12}, {"steps": 12}]
+        assert sorted(s["where"].rsplit("/", 1)[1] for s in report["skipped"]) == [f"bad{i}.png" for i in range(6)]
+        assert report["bad_samples"] == 6 and report["dataset_size"] == 36
+

@@ -164,6 +164,21 @@ def average_gradients(params: list[torch.Tensor]) -> None:
         offset += n
 
 
+def pool_over_ranks(items: list, count: int, device: torch.device | str = "cpu") -> tuple[list, int]:
+    """(every rank's `items`, in rank order; the sum of every rank's `count`): one all-reduce,
+    and an all-gather of the items only when some rank has any. Every rank must call it."""
+    if world_size() == 1:
+        return list(items), count
+    sizes = torch.tensor([float(len(items)), float(count)], dtype=torch.float64, device=device)
+    dist.all_reduce(sizes, op=dist.ReduceOp.SUM)
+    n_items, total = sizes.tolist()
+    if not n_items:
+        return [], int(total)
+    gathered = [None] * world_size()
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in part], int(total)
+
+
 def gather_to_main(obj):
     """A list of every rank's `obj` on rank 0 (None elsewhere); `[obj]` in one process."""
     if world_size() == 1:

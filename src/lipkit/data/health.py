@@ -11,13 +11,19 @@ of batches) strips them from the batch, logs each new one once, writes `data_rep
 The fraction is taken of the dataset's size when it is known. A stream's size is not: there it is
 of the samples read so far, from the very first one, but never of fewer than `min_seen`. So a
 handful of early bad samples does not stop a run on noise, yet cannot slip through either: a run
-stops early only when the stop at `min_seen` samples is already certain. At the end of each epoch
-(`end_epoch`) the epoch's count becomes the stream's size, so a stream shorter than `min_seen` is
-judged too.
+stops early only when the stop at `min_seen` samples is already certain. At the end of the first
+epoch read from its start (`end_epoch`), that epoch's count becomes the stream's size, so a
+stream shorter than `min_seen` is judged too.
+
+In a run of several processes each reads its own share of every batch: `exchange` (given by the
+trainer, one collective per batch) pools what every process met, so that each tracker holds the
+same bad samples and counts, judges the whole run's data, and every process stops at the same
+batch (a process stopping alone would leave the others waiting).
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from lipkit.errors import LipkitError
@@ -32,9 +38,17 @@ class TooManyBadSamplesError(LipkitError, RuntimeError):
     """More than data.max_bad_fraction of the samples could not be used."""
 
 
+Skips = list[tuple[str, str]]
+# (this process's newly met bad samples, its usable samples) -> the same, pooled over every process
+Exchange = Callable[[Skips, int], tuple[Skips, int]]
+
+
 class SkipTracker:
     def __init__(self, max_bad_fraction: float, total: int | None = None, report: Path | None = None,
-                 min_seen: int = 100, initial: list[tuple[str, str]] = (), what: str = "data"):
+                 min_seen: int = 100, initial: Skips = (), what: str = "data",
+                 exchange: Exchange | None = None, announce: bool = True):
+        """`initial`: bad samples every process met opening the data (not exchanged);
+        `announce`: this process logs the bad samples (one of several does)."""
         if not 0 <= max_bad_fraction <= 1:
             raise ValueError(f"max_bad_fraction must lie in [0, 1], got {max_bad_fraction}")
         self.max_bad_fraction = max_bad_fraction
@@ -42,8 +56,11 @@ class SkipTracker:
         self.report = report
         self.min_seen = min_seen
         self.what = what
+        self.exchange = exchange
+        self.announce = announce
         self.bad: dict[str, str] = {}
         self.seen_good = 0
+        self.epoch_start = 0  # `seen` when the current epoch began (None: it began before this process)
         self._new(initial)
 
     @property
@@ -56,6 +73,8 @@ class SkipTracker:
             return
         for w, r in fresh:
             self.bad[w] = r
+            if not self.announce:
+                continue
             if len(self.bad) <= 20:
                 log.warning("skipped %s: %s", w, r)
             elif len(self.bad) == 21:
@@ -66,18 +85,20 @@ class SkipTracker:
     def update(self, batch: dict) -> dict:
         """Count a batch's samples and its skipped ones; returns the batch without "skipped"."""
         skipped = decode_skips(batch.pop("skipped", None))
-        for key in ("image", "image_features"):
-            if key in batch:
-                self.seen_good += len(batch[key])
-                break
+        good = next((len(batch[key]) for key in ("image", "image_features") if key in batch), 0)
+        if self.exchange is not None:
+            skipped, good = self.exchange(skipped, good)
+        self.seen_good += good
         self._new(skipped)
         return batch
 
     def end_epoch(self) -> None:
-        """An epoch was read through: a stream's size is now known (the samples of that epoch)."""
-        if not self.total:
-            self.total = self.seen
+        """An epoch was read through: a stream's size is now known (the samples of that epoch,
+        when this process read it from its start; see `epoch_start`)."""
+        if not self.total and self.epoch_start is not None:
+            self.total = self.seen - self.epoch_start
             self.write_report()
+        self.epoch_start = self.seen
         self.check()
 
     def fraction(self) -> float:
@@ -115,21 +136,30 @@ class TrackedBatches:
 
     def __init__(self, batches, tracker: SkipTracker):
         self._batches, self.tracker = batches, tracker
-        self._epoch = self._current_epoch()
+        position = self._position()
+        self._epoch = position.get("epoch")
+        if position.get("samples_in_epoch"):  # resumed mid-epoch: this epoch's size is not ours to count
+            tracker.epoch_start = None
 
-    def _current_epoch(self) -> int | None:
+    def _position(self) -> dict:
         position = getattr(self._batches, "position", None)
-        return position()["epoch"] if position is not None else None
+        return position() if position is not None else {}
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        batch = self.tracker.update(next(self._batches))
-        epoch = self._current_epoch()
-        if epoch != self._epoch:
-            self._epoch = epoch
+        raw = next(self._batches)
+        position = self._position()
+        epoch = position.get("epoch")
+        if epoch == self._epoch:
+            return self.tracker.update(raw)
+        self._epoch = epoch
+        if position.get("samples_in_epoch"):  # this batch is the next epoch's first: the last one ended before it
             self.tracker.end_epoch()
+            return self.tracker.update(raw)
+        batch = self.tracker.update(raw)  # this batch completed the epoch
+        self.tracker.end_epoch()
         return batch
 
     def __getattr__(self, name):

@@ -236,9 +236,13 @@ def _batches(dataset, learner: Learner, tokenizer: Tokenizer, cfg: RunConfig, di
         world_size=dist_info.world_size, rank=dist_info.rank, seed=cfg.train.seed,
         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", position=learner.progress.position,
     )
+    def exchange(fresh, good):  # what every process met, so that all judge the same counts and stop together
+        return distributed.pool_over_ranks(fresh, good, device=device)
+
     tracker = SkipTracker(
         cfg.data.max_bad_fraction, layout.dataset_len and layout.dataset_len + len(getattr(dataset, "skipped", [])),
-        write_dir / DATA_REPORT_FILE if dist_info.is_main else None, initial=getattr(dataset, "skipped", []))
+        write_dir / DATA_REPORT_FILE if dist_info.is_main else None, initial=getattr(dataset, "skipped", []),
+        exchange=exchange if dist_info.world_size > 1 else None, announce=dist_info.is_main)
     place.on_move(lambda new_dir: setattr(tracker, "report", new_dir / DATA_REPORT_FILE))
     return TrackedBatches(stream, tracker)
 
