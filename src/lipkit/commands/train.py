@@ -8,7 +8,8 @@ from pathlib import Path
 
 def _config(args: argparse.Namespace):
     """(config, what to resume): --config if given; when resuming without one, the checkpoint's own
-    config (plus --set), and that checkpoint (found once: its checksums are not read twice); with
+    config (plus --set), and that checkpoint (which the trainer verifies once more when it holds
+    the run's lock, so a checkpoint changed in between is not trusted); with
     --init, the init model's config with its heads left to the objective (plus --set)."""
     from lipkit.config import ConfigError, load_config
     from lipkit.run_dir import CONFIG_FILE, resolve_resume
