@@ -73,7 +73,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     check_train_config(cfg.train, dist_info.world_size)
     if dist_info.is_main:
         check_writable(run_dir, "--out")
-    with RunPlace(run_dir, writer=dist_info.is_main) as place, contextlib.ExitStack() as on_exit:  # closes on errors too
+    with RunPlace(run_dir, writer=dist_info.is_main) as place, contextlib.ExitStack() as on_exit:
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_all(cfg.train.seed, devices=True)  # the same initial weights on every rank (FSDP2 shards them as they are)
@@ -101,7 +101,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         # ---- run directory (rank 0 writes): nothing was written before this point
         resuming_here = checkpoint is not None and checkpoint.parent.parent.resolve() == run_dir.resolve()
         write_dir = place.open(overwrite=overwrite, resuming=resuming_here)
-        log = on_exit.enter_context(contextlib.closing(
+        log = on_exit.enter_context(contextlib.closing(  # on_exit: closed however the run ends
             _write_run_files(cfg, tokenizer, place, dist_info.is_main, progress.step if resuming_here else None)))
 
         # ---- batches, from the restored data position
@@ -112,7 +112,8 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         # ---- steps
         learner.model.train()
         learner.objective.train()
-        monitor = on_exit.enter_context(contextlib.closing(Monitor(cfg, log, guard, learner, start_step, dist_info.is_main)))
+        monitor = on_exit.enter_context(contextlib.closing(
+            Monitor(cfg, log, guard, learner, start_step, dist_info.is_main)))
         start, stopped_by, last_checkpoint = time.perf_counter(), None, None
         with StopSignals() as signals:
             while progress.step < cfg.train.steps:
@@ -131,7 +132,6 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
                 if stop:
                     stopped_by = signals.received or "a signal to another process"
                     break
-        monitor.close()
         seconds = time.perf_counter() - start
 
         # ---- the end: a final checkpoint (unless one was just written) and the weights in the run directory
@@ -236,6 +236,7 @@ def _batches(dataset, learner: Learner, tokenizer: Tokenizer, cfg: RunConfig, di
         world_size=dist_info.world_size, rank=dist_info.rank, seed=cfg.train.seed,
         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", position=learner.progress.position,
     )
+
     def exchange(fresh, good):  # what every process met, so that all judge the same counts and stop together
         return distributed.pool_over_ranks(fresh, good, device=device)
 
