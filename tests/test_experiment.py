@@ -105,6 +105,35 @@ def test_a_selection_is_chosen_on_the_validation_split_never_the_test_split():
     assert judge(claim, spec, groups).conditions[0].diff == pytest.approx(0.2)
 
 
+def test_one_seed_is_no_evidence_and_missing_conditions_count():
+    spec = _spec()
+    claim = ClaimSpec("c", "a beats b", "greater", ["a"], ["b"], ["zeroshot"])
+    # one seed a side: the spread is unknown, so even 0.9 against 0.1 is a tie, never a win
+    v = judge(claim, spec, summarise(_records({("a", 64): [0.9], ("b", 64): [0.1],
+                                               ("a", 256): [0.9], ("b", 256): [0.1]})))
+    assert [c.outcome for c in v.conditions] == ["tie", "tie"] and v.verdict == "inconclusive"
+    # batch 256 of b failed: that condition is missing, and one win of two is no majority
+    v = judge(claim, spec, summarise(_records({("a", 64): [0.59, 0.60, 0.61], ("b", 64): [0.49, 0.50, 0.51],
+                                               ("a", 256): [0.69, 0.70, 0.71]})))
+    assert [c.outcome for c in v.conditions] == ["win", "missing"] and v.verdict == "inconclusive"
+    nothing = judge(claim, spec, summarise(_records({("a", 64): [0.5, 0.6, 0.7]})))
+    assert nothing.verdict == "no data"
+
+
+def test_a_selection_with_a_candidate_short_of_seeds_chooses_nothing():
+    from lipkit.experiment.selection import choose
+    from lipkit.experiment.spec import SelectionSpec
+
+    spec = _spec(batches=(64,))
+    spec.selections = [SelectionSpec("tuned", "tuned", ["a", "b"])]
+    spec.validation_metrics = ["zeroshot"]
+    records = _records({("a", 64): [0.5, 0.5, 0.5], ("b", 64): [0.9, 0.9]})  # b diverged on one seed
+    for r in records:
+        r["validation"] = {"zeroshot": r["metrics"]["zeroshot"]}
+    groups, (choice,) = choose(spec, records, summarise(records))
+    assert choice.chosen is None and ("d", "tuned", 64) not in groups
+
+
 def test_extract_reads_each_metric_from_its_record():
     records = [
         {"dataset": "fashion-mnist", "task": "zeroshot_classification", "metrics": {"acc1": 0.7}},
@@ -146,6 +175,10 @@ def _write_spec(path: Path, **changes) -> Path:
     ({"selections": [{"name": "t", "candidates": ["clip"]}]}, r"selections.t.candidates: list two or more"),
     ({"selections": [{"name": "t", "candidates": ["clip", "nope"]}]}, r"unknown: \['nope'\]"),
     ({"selections": [{"name": "clip", "candidates": ["clip", "xclip"]}]}, "'clip' appears twice"),
+    ({"settings": [{"name": "clip"}, {"name": "xclip"}, {"name": "clip2"}],
+      "selections": [{"name": "xt", "candidates": ["xclip", "clip2"]}],
+      "claims": [{"id": "x", "a": ["xt"], "b": ["clip"], "metrics": ["zeroshot"]}]},
+     r"claims.x: the sides have unequal tries \(xt: 2, clip: 1\)"),
     ({"datasets": [{"name": "fm", "config": "fashion-tiny", "samples": 9, "settings": ["nope"]}]},
      r"datasets.fm.settings: unknown setting"),
 ])
@@ -186,10 +219,14 @@ def test_tiny_grid_runs_resumes_and_writes_the_page(tmp_path, capsys):
     assert "0 cells run" in capsys.readouterr().out
     assert {c: c.read_text() for c in cells} == first
 
-    # Changing one setting retrains only its cell.
+    # Changing one setting retrains only its cell; --summary-only meanwhile leaves the stale one out.
     _write_spec(spec_file, settings=[{"name": "clip", "set": ["objective.name=clip"]},
                                      {"name": "xclip", "set": ["objective.name=xclip", "train.lr=0.0005"]}])
     capsys.readouterr()
+    assert main(args + ["--summary-only"]) == 0
+    err = capsys.readouterr().err
+    assert "1 cell(s) in" in err and "were run with another config" in err and "fm/xclip/b32/s0" in err
+    assert {g["setting"] for g in json.loads((out / "summary.json").read_text())["groups"]} == {"clip"}
     assert main(args) == 0
     log = capsys.readouterr().out
     assert "1 already done, 1 to run" in log and "fm/xclip/b32/s0" in log and "fm/clip/b32" not in log

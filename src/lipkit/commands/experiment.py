@@ -10,21 +10,27 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     from lipkit.experiment import load_spec
     from lipkit.experiment.outputs import write_results
-    from lipkit.experiment.runner import GridResult, grid_wall_seconds, load_record, run_grid
+    from lipkit.experiment.runner import GridResult, grid_wall_seconds, load_record, needs_run, run_grid
     from lipkit.experiment.grid import build_cells
 
     spec = load_spec(args.file)
     cells = build_cells(spec)
     out = Path(args.out)
-    if args.summary_only:
-        result = GridResult(records=[r for c in cells if (r := load_record(c, out))])
+    if args.summary_only:  # the cells done with the spec as it is now; the others are listed
+        done = [(c, load_record(c, out)) for c in cells]
+        stale = [c.key for c, r in done if r is not None and needs_run(c, spec, r)]
+        if stale:
+            print(f"experiment: {len(stale)} cell(s) in {out} were run with another config or lack what "
+                  f"a selection needs, and are left out (run without --summary-only to redo them): "
+                  f"{', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}", file=sys.stderr)
+        result = GridResult(records=[r for c, r in done if r is not None and not needs_run(c, spec, r)])
     else:
         result = run_grid(spec, out, cells)
         if result.stopped_by is not None:
             return 0
-    command = "lipkit experiment " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = "lipkit experiment " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--summary-only")
     written = write_results(spec, result.records, out, command, grid_wall_seconds(out),
-                            page=Path(args.page) if args.page else None)
+                            page=Path(args.page) if args.page else None, rewritten=args.summary_only)
     failed = sum("error" in r for r in result.records)
     print(f"experiment: {result.ran} cells run in {result.seconds / 60:.1f} min, {len(result.records)} "
           f"recorded{f', {failed} failed' if failed else ''}; wrote {out / 'results.md'}"

@@ -2,6 +2,7 @@
 and the results page (`DIR/results.md`, and `--page FILE` with its figures beside it)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from lipkit.files import atomic_write, write_json
@@ -20,8 +21,13 @@ def _text(path: Path, text: str) -> Path:
     return path
 
 
+def _finite(row: dict) -> dict:
+    """JSON has no NaN or infinity: a missing difference or a one-seed standard error is null."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
 def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command: str,
-                  grid_seconds: float, page: Path | None = None) -> list[Path]:
+                  grid_seconds: float, page: Path | None = None, rewritten: bool = False) -> list[Path]:
     groups, choices = choose(spec, records, summarise(records))
     verdicts = judge_all(spec, groups)
     summary = out / "summary.json"
@@ -32,7 +38,8 @@ def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command:
                     for c in choices],
         "claims": [{"id": v.claim.id, "text": v.claim.text, "verdict": v.verdict,
                     "wins": v.count("win"), "ties": v.count("tie"), "losses": v.count("loss"),
-                    "conditions": [c.__dict__ | {"outcome": c.outcome} for c in v.conditions]}
+                    "missing": v.count("missing"),
+                    "conditions": [_finite(c.__dict__) | {"outcome": c.outcome} for c in v.conditions]}
                    for v in verdicts]}, indent=2)
     written = [summary]
     written.append(_text(out / "summary.md", "\n".join(
@@ -53,5 +60,5 @@ def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command:
                     figures[f"claim:{c.id}"] = path
         written += list(figures.values())
         written.append(_text(target, render(spec, len(records), groups, verdicts, figures, target, command,
-                                            grid_seconds, cell_seconds, choices) + "\n"))
+                                            grid_seconds, cell_seconds, choices, rewritten) + "\n"))
     return written

@@ -15,7 +15,7 @@ class Choice:
     selection: str
     dataset: str
     batch_size: int
-    chosen: str
+    chosen: str | None  # None: not every candidate has a validation score for every seed
     scores: dict[str, Stat]  # candidate -> validation score over seeds
 
 
@@ -30,21 +30,26 @@ def choose(spec: ExperimentSpec, records: list[dict], groups: dict[Key, Group]
            ) -> tuple[dict[Key, Group], list[Choice]]:
     """`groups` plus one group per (dataset, selection, batch size): a copy of the chosen
     candidate's, named after the selection; and the choices with every candidate's score. Ties
-    go to the candidate listed first."""
+    go to the candidate listed first. A choice is made only when every candidate has a score for
+    every seed (equal tries, on the same seeds); else it is recorded unmade."""
     out, choices = dict(groups), []
     for sel in spec.selections:
         for dataset in spec.datasets:
             if not set(sel.candidates) <= {s.name for s in spec.settings_of(dataset)}:
                 continue  # a data set that runs only some candidates has no choice to make
             for batch in spec.batch_sizes_of(dataset):
-                scores = {}
+                scores, complete = {}, True
                 for candidate in sel.candidates:
                     values = [validation_score(r, spec.validation_metrics) for r in records
                               if (r["dataset"], r["setting"], r["batch_size"]) == (dataset.name, candidate, batch)]
                     values = [v for v in values if v is not None]
+                    complete = complete and len(values) == len(spec.seeds)
                     if values:
                         scores[candidate] = Stat.of(values)
                 if not scores:
+                    continue
+                if not complete:
+                    choices.append(Choice(sel.name, dataset.name, batch, None, scores))
                     continue
                 best = max(scores, key=lambda c: scores[c].mean)
                 group = groups.get((dataset.name, best, batch))
@@ -61,6 +66,7 @@ def choices_table(spec: ExperimentSpec, choices: list[Choice]) -> list[str]:
              "| selection | dataset | batch | candidates (validation score) | chosen |", "|---|---|---|---|---|"]
     for c in choices:
         listed = "; ".join(f"{spec.setting(n).title}: {s.text()}" for n, s in c.scores.items())
-        lines.append(f"| {spec.setting(c.selection).title} | {c.dataset} | {c.batch_size} | {listed} | "
-                     f"**{spec.setting(c.chosen).title}** |")
+        chosen = (f"**{spec.setting(c.chosen).title}**" if c.chosen else
+                  f"none: not every candidate has all {len(spec.seeds)} seeds")
+        lines.append(f"| {spec.setting(c.selection).title} | {c.dataset} | {c.batch_size} | {listed} | {chosen} |")
     return lines

@@ -180,6 +180,12 @@ def validate(spec: ExperimentSpec) -> None:
             if unknown:
                 raise ConfigError(f"{where}.{key}: unknown setting(s) {unknown}; settings and selections: "
                                   f"{', '.join(sorted(compared))}")
+        candidates = {sel.name: len(sel.candidates) for sel in spec.selections}
+        tries = {n: candidates.get(n, 1) for n in (*c.a, *c.b)}
+        if len(set(tries.values())) > 1:
+            listed = ", ".join(f"{n}: {k}" for n, k in tries.items())
+            raise ConfigError(f"{where}: the sides have unequal tries ({listed}); compare a selection with a "
+                              "selection of as many candidates, a setting with a setting")
         unknown = [m for m in c.metrics if m not in METRICS]
         if not c.metrics or unknown:
             raise ConfigError(f"{where}.metrics: unknown metric(s) {unknown or '(none given)'}; "

@@ -27,7 +27,9 @@ class Stat:
 
     @property
     def se(self) -> float:
-        return self.std / math.sqrt(self.n)
+        """Standard error of the mean; infinite for one seed (no estimate of the spread, so no
+        difference from it can count as a win or a loss)."""
+        return self.std / math.sqrt(self.n) if self.n > 1 else math.inf
 
     def text(self) -> str:
         digits = 0 if abs(self.mean) >= 100 else 3
