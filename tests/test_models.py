@@ -243,6 +243,25 @@ def test_global_batchnorm_is_batchnorm_in_one_process():
         ours.train()(torch.randn(1, 6, dtype=torch.float64))
 
 
+def test_global_batchnorm_cumulative_average_and_fp32_statistics_under_bf16():
+    from lipkit.models.batch_norm import GlobalBatchNorm1d
+
+    torch.manual_seed(0)
+    ours, ref = GlobalBatchNorm1d(4, momentum=None).double(), torch.nn.BatchNorm1d(4, momentum=None).double()
+    for _ in range(3):  # momentum None: the running statistics are the plain average of the batches'
+        x = torch.randn(8, 4, dtype=torch.float64) * 2 + 3
+        ours(x), ref(x)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.running_var, ref.running_var, rtol=1e-12, atol=1e-12)
+    # bf16 input far from zero (a large shared component): the output is bf16, its per-channel mean
+    # is as close to 0 as bf16 output can be (statistics taken in fp32, not rounded to bf16 first)
+    bn = GlobalBatchNorm1d(64, affine=False)
+    x = (3 + 0.05 * torch.randn(256, 64)).to(torch.bfloat16)
+    y = bn(x)
+    assert y.dtype == torch.bfloat16
+    assert y.float().mean(0).abs().max() < 0.02
+
+
 def test_prototype_head_batchnorm_removes_the_shared_component():
     """In training the heads' hidden layer is normalised over the batch, so features that share a
     large common offset (what the towers give at initialisation) still give varied prototypes."""

@@ -26,13 +26,18 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         n = x.shape[0] * world_size()
         if n < 2:
             raise ValueError("GlobalBatchNorm1d needs at least 2 samples in the global batch to train")
-        mean = all_reduce_mean(x.mean(0))
-        var = all_reduce_mean((x - mean).pow(2).mean(0))  # biased, as BatchNorm normalises with
+        # statistics in at least fp32 under autocast (as nn.BatchNorm1d's kernels keep them): in
+        # bf16 the rounded mean would leave part of the shared component the norm is there to remove
+        xs = x.to(torch.promote_types(x.dtype, torch.float32))
+        mean = all_reduce_mean(xs.mean(0))
+        var = all_reduce_mean((xs - mean).pow(2).mean(0))  # biased, as BatchNorm normalises with
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                m = self.momentum
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        return y * self.weight + self.bias if self.affine else y
+                # momentum None: a cumulative average, as in nn.BatchNorm1d
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
+                self.running_var.mul_(1 - m).add_((var.detach() * (n / (n - 1))).to(self.running_var.dtype), alpha=m)
+        y = (xs - mean) * torch.rsqrt(var + self.eps)
+        y = y * self.weight + self.bias if self.affine else y
+        return y.to(x.dtype)
