@@ -441,3 +441,12 @@ def test_registry_unknown_name_is_a_config_error_listing_objectives():
     assert "siglipp" in message
     for name in ("clip", "clip_reg", "nclip", "xclip"):
         assert name in message
+
+
+@pytest.mark.parametrize("key, value, rule", [
+    ("temperature", 0.0, "> 0"), ("target_temperature", -0.1, "> 0"), ("sinkhorn_epsilon", 0.0, "> 0"),
+    ("sinkhorn_iterations", 0, ">= 1"), ("center_momentum", 1.5, "in \\[0, 1\\)"), ("lambda_smooth", -1.0, ">= 0"),
+    ("lambda_sharp", float("nan"), ">= 0")])
+def test_nclip_settings_out_of_range_are_one_config_error(key, value, rule):
+    with pytest.raises(ConfigError, match=f"objective.nclip.{key}: must be {rule}, got"):
+        objective("nclip", nclip={key: value})

@@ -109,7 +109,8 @@ class NClipObjectiveConfig:
     # lambda_sharp = lambda_smooth, so the regularizers are minus the mutual information between
     # input and prototype, per modality.
     temperature: float = 0.1  # student temperature tau
-    target_temperature: float = 0.1  # targets tau_t; below tau sharpens them (rewards a flat-tailed collapse)
+    target_temperature: float = 0.1  # targets tau_t; below tau sharpens them (rewards a flat-tailed collapse);
+    # unused by the sinkhorn balances, whose sharpness is sinkhorn_epsilon
     stopgrad_target: bool = True
     # targets and balancing: memax = softmax targets + ME-MAX; sinkhorn = equipartitioned targets;
     # sinkhorn_memax = both (MSN); center = centred softmax targets (DINO); none = softmax targets only
@@ -178,6 +179,16 @@ class ObjectiveConfig:
         if self.siglip.chunk_size < 0:
             raise ConfigError(f"objective.siglip.chunk_size: must be >= 0 (0 = no chunking), "
                               f"got {self.siglip.chunk_size}")
+        n = self.nclip
+        for key, ok, rule in (("temperature", n.temperature > 0, "> 0"),
+                              ("target_temperature", n.target_temperature > 0, "> 0"),
+                              ("sinkhorn_epsilon", n.sinkhorn_epsilon > 0, "> 0"),
+                              ("sinkhorn_iterations", n.sinkhorn_iterations >= 1, ">= 1"),
+                              ("center_momentum", 0 <= n.center_momentum < 1, "in [0, 1)"),
+                              ("lambda_smooth", n.lambda_smooth >= 0, ">= 0"),
+                              ("lambda_sharp", n.lambda_sharp >= 0, ">= 0")):
+            if not ok:  # NaN fails every rule too
+                raise ConfigError(f"objective.nclip.{key}: must be {rule}, got {getattr(n, key)}")
 
 
 # --------------------------------------------------------------------------- data
