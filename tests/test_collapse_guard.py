@@ -50,3 +50,18 @@ def test_prototype_capacity_warning_names_the_numbers():
     message = prototype_capacity_warning(8192, 256)
     assert "num_prototypes=8192 exceeds the global batch of 256" in message
     assert "Use num_prototypes <= 256" in message
+
+
+def test_the_kind_is_read_from_the_collapsing_modality_and_nan_is_no_evidence():
+    # the image side sits on one prototype while the text side is healthy: pooled, 40 prototypes
+    # are used and the mean top probability is middling, but the image usage entropy says one-hot
+    guard = CollapseGuard(TrainConfig(warmup_steps=0, collapse_patience=2))
+    image_one_hot = record(0.0, text=0.6, used=40, top=0.6, prefix="") | {"image_usage_entropy_ratio": 0.01}
+    assert guard.check(1, image_one_hot) is None
+    assert guard.check(2, record(float("nan"), prefix="")) is None  # a skipped step neither counts nor resets
+    message = guard.check(3, image_one_hot)
+    assert message.startswith("nCLIP collapse onto one prototype") and "image usage entropy H(p̄)/log K 0.01" in message
+    # the same counts with a flat average distribution: the soft, input-independent collapse
+    guard = CollapseGuard(TrainConfig(warmup_steps=0, collapse_patience=1))
+    soft = record(0.0, text=0.6, used=1, top=0.95, prefix="") | {"image_usage_entropy_ratio": 0.8}
+    assert "input-independent output" in guard.check(1, soft)

@@ -142,8 +142,11 @@ def test_nclip_terms_match_formula(balance):
         assert "smooth_loss" not in res
         expected = align + l_sharp * sharp
     assert res["loss"].item() == pytest.approx(expected, rel=1e-10)
-    # H(p_bar)/log K as a diagnostic in every mode
+    # H(p_bar)/log K as a diagnostic in every mode, averaged over the modalities and for each
     assert res["usage_entropy_ratio"].item() == pytest.approx(1 - smooth / math.log(K), rel=1e-10)
+    for side in ("image", "text"):
+        p_bar = ref_softmax(out[f"{side}_protos"].detach().numpy() / tau).mean(0)
+        assert res[f"{side}_usage_entropy_ratio"].item() == pytest.approx(ref_entropy(p_bar) / math.log(K), rel=1e-10)
 
 
 def test_nclip_default_is_information_maximisation():

@@ -172,6 +172,8 @@ class NClipObjective(Objective):
             "distinct_prototypes": (counts > 0).sum().to(img.dtype),
             "mean_max_prob": sums[0] / (2 * n_global),
             "usage_entropy_ratio": 0.5 * (h_bar_img + h_bar_txt) / log_k,
+            "image_usage_entropy_ratio": h_bar_img / log_k,  # ~0: one prototype for every input
+            "text_usage_entropy_ratio": h_bar_txt / log_k,
             "argmax_agreement": sums[1] / n_global,
             "image_mi_ratio": (h_bar_img - sums[3] / n_global) / log_capacity,
             "text_mi_ratio": (h_bar_txt - sums[4] / n_global) / log_capacity,

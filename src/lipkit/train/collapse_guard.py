@@ -13,12 +13,14 @@ Every rank sees the same (all-reduced) logged values, so every rank takes the sa
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from lipkit.config import ConfigError, TrainConfig
 from lipkit.errors import LipkitError
 
 MODALITIES = ("image", "text")
+ONE_PROTOTYPE_USAGE = 0.1  # H(p_bar)/log K below this, with no information: the one-prototype collapse
 SETTINGS = (
     "objective.nclip.lambda_sharp and lambda_smooth (1 and 1: information maximisation), "
     "objective.nclip.target_temperature equal to temperature, model.prototypes.batch_norm=true, "
@@ -68,6 +70,8 @@ class CollapseGuard:
             if ratio is None:
                 return None  # an objective without prototypes: nothing to watch
             recent = self.recent[modality]
+            if math.isnan(ratio):  # a skipped (non-finite) step: no evidence either way
+                continue
             if step <= self.after_step or not ratio < self.threshold:
                 recent.clear()
                 continue
@@ -78,13 +82,21 @@ class CollapseGuard:
         return None
 
     def _message(self, step: int, modality: str, ratios: list[float], record: dict) -> str:
+        # With I ~ 0 every input has the same distribution p = p_bar: one-hot when H(p_bar) ~ 0
+        # (the collapsing modality's own usage entropy; the pooled counts below can hide it)
+        usage = _value(record, f"{modality}_usage_entropy_ratio")
         used, top = _value(record, "distinct_prototypes"), _value(record, "mean_max_prob")
-        if used is not None and top is not None and used <= 2 and top >= 0.9:
+        if usage is not None:
+            one_hot = usage < ONE_PROTOTYPE_USAGE
+        else:  # a record from before the per-modality usage: the pooled diagnostics
+            one_hot = used is not None and top is not None and used <= 2 and top >= 0.9
+        if one_hot:
             kind = "collapse onto one prototype (every input gets the same one-hot assignment)"
         else:
             kind = "collapse to an input-independent output (every input gets the same soft distribution)"
         numbers = ", ".join(f"{r:.3f}" for r in ratios)
-        extra = "" if used is None else f"; distinct prototypes {used:.0f}, mean max probability {top:.2f}"
+        extra = "" if usage is None else f"; {modality} usage entropy H(p̄)/log K {usage:.2f}"
+        extra += "" if used is None else f"; distinct prototypes {used:.0f}, mean max probability {top:.2f}"
         return (f"nCLIP {kind} at step {step}: the {modality} prototypes' batch mutual information "
                 f"I/log min(N, K) stayed below train.collapse_threshold={self.threshold} for {len(ratios)} "
                 f"logged steps ({numbers}{extra}). Settings to change: {SETTINGS}")
