@@ -14,7 +14,9 @@ p_i = softmax(logits_i / temperature):
 - mutual information between input and prototype, I = H(p̄) − mean H(p_i), divided by
   log min(K, C) with C classes (log K without labels): 0 for any input-independent output,
   whether one prototype or uniform (H(p̄)/log K alone cannot see the second: a constant soft
-  output scores high on it), 1 for confident assignments that spread over min(K, C) prototypes;
+  output scores high on it), 1 for confident assignments that spread over min(K, C) prototypes
+  (above 1 when confident assignments spread over more prototypes than classes: over-clustering;
+  the NMI below tells whether they follow the classes);
 - with labels, the normalised mutual information between argmax prototype and class
   (sklearn's `normalized_mutual_info_score`, arithmetic mean): 1 when prototypes and classes
   match one to one (whatever the prototype numbering), 0 when the argmax says nothing of the class.
