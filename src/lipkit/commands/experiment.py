@@ -17,13 +17,14 @@ def run(args: argparse.Namespace) -> int:
     cells = build_cells(spec)
     out = Path(args.out)
     if args.summary_only:  # the cells done with the spec as it is now; the others are listed
-        done = [(c, load_record(c, out)) for c in cells]
-        stale = [c.key for c, r in done if r is not None and needs_run(c, spec, r)]
+        done = [(c, r) for c in cells if (r := load_record(c, out)) is not None]
+        current = [not needs_run(c, spec, r) for c, r in done]
+        stale = [c.key for (c, _), ok in zip(done, current) if not ok]
         if stale:
             print(f"experiment: {len(stale)} cell(s) in {out} were run with another config or lack what "
                   f"a selection needs, and are left out (run without --summary-only to redo them): "
                   f"{', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}", file=sys.stderr)
-        result = GridResult(records=[r for c, r in done if r is not None and not needs_run(c, spec, r)])
+        result = GridResult(records=[r for (_, r), ok in zip(done, current) if ok])
     else:
         result = run_grid(spec, out, cells)
         if result.stopped_by is not None:

@@ -76,8 +76,8 @@ def render(spec: ExperimentSpec, runs: int, groups: dict[Key, Group], verdicts: 
              f"inside the cells (loading, training, evaluation): {_clock(cell_seconds)}.", "",
              "## Verdicts", "",
              "Each claim is checked in every (dataset, batch size, metric) condition: a difference of "
-             "seed means beyond two standard errors is a win or a loss, anything smaller a tie; one "
-             "a side has no numbers for is missing. A claim that *a beats b* is *supported* with wins in "
+             "seed means beyond two standard errors is a win or a loss, anything smaller a tie; a "
+             "condition one side has no numbers for is missing. A claim that *a beats b* is *supported* with wins in "
              "more than half of its conditions and no loss, *not supported* with at least one loss and "
              "no more wins than losses, and *inconclusive* otherwise; a claim that *a is as good or "
              "better* is supported with no loss (and none missing), not supported with losses in more "
