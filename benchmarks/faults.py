@@ -123,7 +123,7 @@ def _inject(spec: dict) -> None:
     number `spec["checkpoint"]` (1-based), or raises ENOSPC there (`spec["enospc"]`)."""
     import errno
 
-    import lipkit.run_dir as run_dir
+    import lipkit.runs.directory as run_dir
     import lipkit.train.checkpointing as checkpointing
 
     count = {"n": 0}
@@ -389,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
 
         command = "make faults" if args.points == 20 and args.out == "docs/reliability.md" else \
             "python " + " ".join(["benchmarks/faults.py", *(argv if argv is not None else sys.argv[1:])])
-        write_page(Path(args.out), points, seed, others, command)
+        write_page(Path(args.out), points, seed, others, command, steps=STEPS, save_every=SAVE_EVERY,
+                   train_command="lipkit " + " ".join(train_args(Path("RUN"))))
         print(f"wrote {args.out}")
     return 0 if equal == len(points) else 1
 

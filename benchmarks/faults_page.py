@@ -1,12 +1,11 @@
-"""docs/reliability.md from the results of benchmarks/faults.py (`make faults`)."""
+"""docs/reliability.md from the results of benchmarks/faults.py (`make faults`), which passes
+everything the page states (it imports nothing from faults.py)."""
 from __future__ import annotations
 
 import contextlib
 import datetime
 import os
 from pathlib import Path
-
-from faults import SAVE_EVERY, STEPS, KillPoint, train_args
 
 
 def _cpu() -> str:
@@ -21,7 +20,9 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def write_page(path: Path, points: list[KillPoint], seed: int, others: list[dict], command: str) -> None:
+def write_page(path: Path, points: list, seed: int, others: list[dict], command: str, *, train_command: str,
+               steps: int, save_every: int) -> None:
+    """`points`: faults.KillPoint results; `train_command`: the run each fault interrupts."""
     equal = sum(p.bitwise_equal and p.metrics_complete for p in points)
     killed = sum(p.killed for p in points)
     lines = [
@@ -31,11 +32,11 @@ def write_page(path: Path, points: list[KillPoint], seed: int, others: list[dict
         f"{os.cpu_count()} cores ({_cpu()}); kill moments drawn with seed {seed}. Do not edit: rerun it.",
         "",
         "The run: a fashion-tiny xCLIP model with dropout, nCLIP running centers (objective buffers) and "
-        f"accumulation over 2 micro-batches, {STEPS} steps of 128 pairs over 640 pairs (5 steps an epoch), a "
-        f"checkpoint every {SAVE_EVERY} steps:",
+        f"accumulation over 2 micro-batches, {steps} steps of 128 pairs over 640 pairs (5 steps an epoch), a "
+        f"checkpoint every {save_every} steps:",
         "",
         "```",
-        "lipkit " + " ".join(train_args(Path("RUN"))),
+        train_command,
         "```",
         "",
         "Each faulty run is continued with the same command plus `--resume latest`, and compared with an "

@@ -160,8 +160,7 @@ def test_exponent_floats_load_as_floats_from_set_and_files(text, value, tmp_path
 
 
 def test_exponent_floats_in_theory_configs_and_experiment_specs(tmp_path):
-    from lipkit.experiment.grid import build_cells
-    from lipkit.experiment.spec import load_spec
+    from lipkit.experiment.grid import build_cells, load_spec
     from lipkit.theory import load_theory_config
 
     (tmp_path / "lab.yaml").write_text("train:\n  lr: 5e-3\n")

@@ -13,7 +13,7 @@ from torch import nn
 
 from _eval_data import in_memory
 from _eval_runs import HAVE_EVAL_EXTRA, evaluated_runs
-from lipkit.loading import load_run
+from lipkit.runs.loading import load_run
 from lipkit.cli import main
 from lipkit.config import ModelConfig, PrototypeHeadConfig
 from lipkit.data import load_fashion_mnist

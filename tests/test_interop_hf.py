@@ -24,7 +24,7 @@ from lipkit.interop import hf
 from lipkit.interop.export import export_run
 from lipkit.interop.importer import import_model
 from lipkit.interop.layout import InteropError, check_exportable, transposed
-from lipkit.loading import load_directory
+from lipkit.runs.loading import load_directory
 from lipkit.tokenizer import Tokenizer
 
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -3,7 +3,7 @@ get_tokenizer, on Fashion-MNIST test images, Tux Paint stamps and real captions;
 architecture with OpenAI's tokenizer and QuickGELU imported (random or a local weights file).
 
 open_clip lives in .venv-peer only (its torchvision is a CUDA build made importable by
-lipkit.bench.peer): `make test` runs this file there when .venv-peer exists (`make peer` or
+lipkit.interop.gateway): `make test` runs this file there when .venv-peer exists (`make peer` or
 `make bench` builds it; CI does). Elsewhere the whole module is skipped."""
 import json
 import os
@@ -20,17 +20,17 @@ from _interop_data import (
 )
 
 import lipkit
-from lipkit.bench.peer import PeerUnavailable, import_open_clip
+from lipkit.interop.gateway import OpenClipUnavailable, import_open_clip
 from lipkit.interop import openclip
 from lipkit.interop.export import export_run
 from lipkit.interop.importer import import_model
 from lipkit.interop.layout import InteropError, rename
-from lipkit.loading import load_directory
+from lipkit.runs.loading import load_directory
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 try:
     open_clip = import_open_clip()
-except PeerUnavailable:
+except OpenClipUnavailable:
     pytest.skip("open_clip is not importable here: these tests run under .venv-peer (`make peer` builds it, "
                 "then `make test` runs them there)", allow_module_level=True)
 TOL = 1e-5

@@ -7,11 +7,11 @@ from _interop_data import RGB, fashion_images, max_difference, tiny_run, tuxpain
 from PIL import Image
 
 import lipkit
-from lipkit.run_dir import MODEL_FILE, CheckpointError, list_checkpoints
+from lipkit.runs.directory import MODEL_FILE, CheckpointError, list_checkpoints
 from lipkit.cli import main
 from lipkit.data import fashion_mnist, load_fashion_mnist
 from lipkit.eval.adapter import from_lipkit_run
-from lipkit.loading import LoadError, load_directory
+from lipkit.runs.loading import LoadError, load_directory
 from lipkit.tokenizer import Tokenizer
 
 CAPTIONS = ["a photo of a dress.", "an ankle boot on a shelf!", "", "zebra ünïcode"]

@@ -6,7 +6,7 @@ import torch
 from lipkit.config import ModelConfig, PrototypeHeadConfig, TextConfig, VisionConfig
 from lipkit.models import LIPModel
 from lipkit.models.heads import PrototypeHead
-from lipkit.run_dir import CheckpointError, load_state_into, save_model
+from lipkit.runs.directory import CheckpointError, load_state_into, save_model
 
 
 def tiny_cfg(heads=("clip", "prototypes"), causal=True, pooling="eos") -> ModelConfig:

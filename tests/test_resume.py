@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from lipkit.run_dir import list_checkpoints
+from lipkit.runs.directory import list_checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from lipkit.cli import main
-from lipkit.loading import load_run
+from lipkit.runs.loading import load_run
 from lipkit.objectives import register
 from lipkit.objectives.clip import ClipObjective
-from lipkit.run_dir import CheckpointError, CheckpointWriteError, list_checkpoints, write_checkpoint
-from lipkit.run_lock import LOCK_FILE, RunLock, RunLockedError
+from lipkit.runs.directory import CheckpointError, CheckpointWriteError, list_checkpoints, write_checkpoint
+from lipkit.runs.lock import LOCK_FILE, RunLock, RunLockedError
 from lipkit.train.run_place import RunDirError, RunPlace
 
 TINY = ["train.batch_size=32", "train.warmup_steps=1", "train.log_every_steps=1", "train.progress=false",
@@ -219,7 +219,7 @@ def test_resume_latest_without_a_checkpoint_starts_from_scratch_with_a_note(tmp_
 # --------------------------------------------------------------------------- one writer
 def test_a_second_writer_is_refused_naming_the_holder_and_the_lock_dies_with_it(old_run, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from lipkit.run_lock import RunLock; RunLock(sys.argv[1]); "
+        [sys.executable, "-c", "import sys, time; from lipkit.runs.lock import RunLock; RunLock(sys.argv[1]); "
                                "print('locked', flush=True); time.sleep(120)", str(old_run)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -266,7 +266,7 @@ def _flip_a_byte(path: Path) -> None:
 def test_resume_latest_falls_back_past_a_damaged_checkpoint(old_run, capsys, caplog):
     newest = list_checkpoints(old_run)[-1]
     _flip_a_byte(newest / "model.safetensors")
-    with caplog.at_level(logging.WARNING, logger="lipkit.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="lipkit.runs.directory"):
         assert main(["train", "--out", str(old_run), "--resume", "latest", "--set=train.steps=6"]) == 0
     assert (f"lipkit: warning: checkpoint {newest} is damaged (model.safetensors does not match the checksum "
             f"recorded when it was written); resuming from step-00000002 instead") in caplog.text
@@ -279,7 +279,7 @@ def test_resume_latest_falls_back_past_a_damaged_checkpoint(old_run, capsys, cap
 
 def test_resuming_in_place_from_an_older_checkpoint_sets_the_later_ones_aside(old_run, caplog):
     step2 = list_checkpoints(old_run)[0]
-    with caplog.at_level(logging.WARNING, logger="lipkit.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="lipkit.runs.directory"):
         assert main(["train", "--out", str(old_run), "--resume", str(step2), "--set=train.steps=3"]) == 0
     aside = old_run / "checkpoints" / "abandoned-after-step-00000002"
     assert f"its later checkpoints (step-00000004) were moved to {aside}" in caplog.text
@@ -306,7 +306,7 @@ def test_a_truncated_file_is_found_and_all_damaged_is_one_line(old_run, capsys):
 def test_a_trainer_state_that_is_not_a_checkpoint_gives_no_unsafe_advice(tmp_path):
     import pickle
 
-    from lipkit.run_dir import load_trainer_state
+    from lipkit.runs.directory import load_trainer_state
 
     pickle.dump({"format": 1, "payload": Path("/")}, open(tmp_path / "trainer.pt", "wb"))
     with pytest.raises(CheckpointError) as err:

@@ -11,6 +11,7 @@ from lipkit.config import ConfigError, ModelConfig, RunConfig, SourceConfig, Tex
 from lipkit.data import ImageTransform, TooManyBadSamplesError, feature_cache, open_pairs
 from lipkit.models import LIPModel
 from lipkit.models.efficientnet import EfficientNetLite0, SameConv2d, imagenet_classifier
+from lipkit.runs import load_model
 from lipkit.tokenizer import Tokenizer, build_tokenizer
 
 # ImageNet classes
@@ -214,7 +215,7 @@ def test_lit_training_end_to_end_with_cache_and_bad_samples(tiny_pairs, tmp_path
     assert report["bad_samples"] == 1 and report["skipped"][0]["where"].endswith("z_broken.png")
     assert list((tmp_path / "cache" / "features").glob("*.safetensors"))
     assert not any(p.requires_grad for p in result.model.vision.parameters())
-    assert LIPModel.from_pretrained(tmp_path / "run").towers_frozen
+    assert load_model(tmp_path / "run").towers_frozen
     cfg.data.max_bad_fraction = 0.05  # 1 bad of 11 is more than 5%: the run stops, naming the file
     with pytest.raises(TooManyBadSamplesError, match=r"max_bad_fraction 0.05; first: .*z_broken.png"):
         train(cfg, tmp_path / "run2")

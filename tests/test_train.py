@@ -6,7 +6,7 @@ import torch
 
 from lipkit.config import load_config
 from lipkit.data import FashionMNISTPairs
-from lipkit.loading import load_run
+from lipkit.runs.loading import load_run
 from lipkit.train import train
 from lipkit.train.optim import lr_factor, param_groups
 

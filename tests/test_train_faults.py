@@ -10,7 +10,7 @@ from lipkit.cli import main
 from lipkit.config import load_config
 from lipkit.objectives import register
 from lipkit.objectives.clip import ClipObjective
-from lipkit.run_dir import (
+from lipkit.runs.directory import (
     CheckpointError,
     list_checkpoints,
     load_trainer_state,

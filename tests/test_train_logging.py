@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from lipkit.config import ConfigError, load_config
-from lipkit.run_dir import list_checkpoints
+from lipkit.runs.directory import list_checkpoints
 from lipkit.train import checkpointing, train
 from lipkit.train.metrics_log import Throughput, read_metrics, truncate_metrics
 from lipkit.train.optim import lr_factor

@@ -1,10 +1,8 @@
 """lipkit: language-image pre-training and evaluation. `lipkit.load(SPEC)` loads a trained model
-(see lipkit.loading); the rest lives in the subpackages. Importing lipkit stays cheap."""
+(see lipkit.runs.loading); the rest lives in the subpackages. Importing lipkit stays cheap: every
+package face is lazy (lipkit.faces says why)."""
+from lipkit.faces import lazy_face
 
-
-def __getattr__(name: str):
-    if name == "load":
-        from lipkit.loading import load
-
-        return load
-    raise AttributeError(f"module 'lipkit' has no attribute {name!r}")
+_HOMES = {"load": "runs.loading"}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_face(__name__, _HOMES)

@@ -47,7 +47,7 @@ def main() -> None:
     import lipkit.models  # noqa: F401
     import lipkit.objectives  # noqa: F401
     import lipkit.train.optim  # noqa: F401
-    from lipkit.bench.peer import import_open_clip
+    from lipkit.interop.gateway import import_open_clip
 
     if trainer == "open_clip":
         import_open_clip()

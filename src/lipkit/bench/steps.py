@@ -71,12 +71,10 @@ def lipkit_stepper(
 def open_clip_stepper(
     arch: BenchArch, batch_size: int | None = None, caption_tokens: tuple[int, int] | None = SHORT_CAPTIONS
 ) -> Stepper:
-    from lipkit.bench.peer import import_open_clip
+    from lipkit.interop.gateway import import_open_clip
 
     open_clip = import_open_clip()
-    from open_clip.model import CLIP
-
-    model = CLIP(**arch.open_clip_config())
+    model = open_clip.model.CLIP(**arch.open_clip_config())
     loss_fn = open_clip.ClipLoss()
     # The same AdamW groups as open_clip's own trainer: no decay on gains, biases, logit scale.
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]

@@ -24,12 +24,12 @@ PEER_PYTHON = Path(".venv-peer/bin/python")
 
 
 def _open_clip_available() -> bool:
-    from lipkit.bench.peer import PeerUnavailable, import_open_clip
+    from lipkit.interop.gateway import OpenClipUnavailable, import_open_clip
 
     try:
         import_open_clip()
         return True
-    except PeerUnavailable:
+    except OpenClipUnavailable:
         return False
 
 

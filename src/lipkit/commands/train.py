@@ -12,7 +12,7 @@ def _config(args: argparse.Namespace):
     the run's lock, so a checkpoint changed in between is not trusted); with
     --init, the init model's config with its heads left to the objective (plus --set)."""
     from lipkit.config import ConfigError, load_config
-    from lipkit.run_dir import CONFIG_FILE, resolve_resume
+    from lipkit.runs.directory import CONFIG_FILE, resolve_resume
 
     if args.config is not None:
         return load_config(args.config, args.set or []), args.resume

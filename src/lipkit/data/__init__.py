@@ -15,9 +15,7 @@ Nothing here imports models, run directories or loading (tests/test_layering.py)
 are imported when first used, so `lipkit.data.builtins` (and the command line's --help) does not
 load torch.
 """
-from __future__ import annotations
-
-import importlib
+from lipkit.faces import lazy_face
 
 _HOMES = {  # public name -> the module that defines it
     "ArrayPairs": "pairs", "FilePairs": "pairs", "PairDataset": "pairs", "PairRecord": "pairs",
@@ -32,15 +30,4 @@ _HOMES = {  # public name -> the module that defines it
     "SkipTracker": "health", "TooManyBadSamplesError": "health", "TrackedBatches": "health",
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_face(__name__, _HOMES)

@@ -5,14 +5,17 @@
 An entry gives the source's licence, how to fetch it into the cache, its pairs for a split (through
 the run's image transform), the `eval.split`s an evaluation on it offers (none: not an evaluation
 data set) and, for Fashion-MNIST, the native tensors that a tower of their shape trains on as they
-are. This module imports only the standard library, so that the command line can list the names
-without loading torch; a source's own module is imported when the source is used.
+are. Each source's own module holds its constants (licence, package); this module imports only
+the standard library and those torch-free modules, so that the command line can list the names
+without loading torch; what a source's pairs need is imported when the source is used.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from . import openclipart, tuxpaint
 
 if TYPE_CHECKING:
     from lipkit.config import DataConfig, VisionConfig
@@ -55,7 +58,6 @@ class BuiltinSource:
 
 # ---------------------------------------------------------------------------------- Tux Paint
 def _fetch_tuxpaint(force: bool) -> tuple[str, int]:
-    from . import tuxpaint
     from .cache import fetched_again
 
     where = fetched_again(tuxpaint.data_dir(), tuxpaint.fetch) if force else tuxpaint.fetch()
@@ -85,7 +87,6 @@ def _tuxpaint_pairs(split: str, o: PairOptions) -> PairDataset:
 
 # ---------------------------------------------------------------------------------- Open Clip Art
 def _fetch_openclipart(force: bool) -> tuple[str, int]:
-    from . import openclipart
     from .cache import fetched_again
 
     where = fetched_again(openclipart.data_dir(), openclipart.fetch) if force else openclipart.fetch()
@@ -179,10 +180,8 @@ BUILTIN_SOURCES: dict[str, BuiltinSource] = {s.name: s for s in (
                   native=NativeTensors(1, 28, "fashion-mnist", _fashion_mnist_native)),
     BuiltinSource("digits", "BSD-3-Clause (scikit-learn's bundled copy of the UCI digits)", _fetch_digits,
                   _digits_pairs),
-    BuiltinSource("tuxpaint", "GPL-2.0-or-later (Debian package tuxpaint-stamps-default; stamps by Bill "
-                  "Kendrick and contributors)", _fetch_tuxpaint, _tuxpaint_pairs, eval_splits=("test", "validation")),
-    BuiltinSource("openclipart", "Public domain (Debian package openclipart-svg; Open Clip Art Library "
-                  "contributors)", _fetch_openclipart, _openclipart_pairs),
+    BuiltinSource("tuxpaint", tuxpaint.LICENCE, _fetch_tuxpaint, _tuxpaint_pairs, eval_splits=("test", "validation")),
+    BuiltinSource("openclipart", openclipart.LICENCE, _fetch_openclipart, _openclipart_pairs),
 )}
 
 

@@ -30,10 +30,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .builtins import BUILTIN_SOURCES
 from .cache import DataSourceError, atomic_copy, cache_dir
 from .manifest import fetched_items, needs_fetch, write_manifest
 
+LICENCE = ("GPL-2.0-or-later (Debian package tuxpaint-stamps-default; stamps by Bill Kendrick and "
+           "contributors)")
 PACKAGE = "tuxpaint-stamps-default"
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
 RASTER_SIZE = 256  # longer side of rasterised SVG stamps
@@ -146,7 +147,7 @@ def fetch(force: bool = False, workers: int = 0) -> Path:
     for e in kept:
         del e["src"], e["fallback"]
     write_manifest(dest, kept, skipped, {"format_version": FORMAT_VERSION, "package": PACKAGE, "version": version,
-                                         "license": BUILTIN_SOURCES["tuxpaint"].licence, "raster_size": RASTER_SIZE})
+                                         "license": LICENCE, "raster_size": RASTER_SIZE})
     return dest
 
 

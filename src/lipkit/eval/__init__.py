@@ -24,9 +24,7 @@ CSV/TSV/JSONL table, WebDataset shards in CLIP_benchmark's layout: `layouts`, `u
 in batches (`images`). The package face loads its modules on first use, so `lipkit --help` reads
 the task names from `registry` without importing torch.
 """
-import importlib
-
-from .registry import TASKS
+from lipkit.faces import lazy_face
 
 _HOMES = {  # name -> the module that defines it
     "Context": "context", "EvalData": "datasets", "EvalModel": "adapter", "Split": "datasets",
@@ -35,14 +33,9 @@ _HOMES = {  # name -> the module that defines it
     "format_table": "results", "from_open_clip": "adapter", "load_model_spec": "adapter",
     "open_dataset": "datasets", "read_results": "results", "record_row": "results",
     "result_record": "results", "write_results": "results", "zeroshot_classifier": "zeroshot",
+    "TASKS": "registry",  # and each task's module (a name that is its own home):
+    "zeroshot": "zeroshot", "linear": "linear", "ood": "ood", "retrieval": "retrieval", "knn": "knn",
+    "text": "text", "collapse": "collapse",
 }
-
-__all__ = ["TASKS", *TASKS, *_HOMES]
-
-
-def __getattr__(name: str):
-    if name in TASKS:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_face(__name__, _HOMES)

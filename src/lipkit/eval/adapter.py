@@ -89,7 +89,7 @@ def _with_eval_overrides(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
 
 
 def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalModel:
-    from lipkit.loading import load_directory
+    from lipkit.runs.loading import load_directory
 
     run_dir = Path(run_dir)
     loaded = load_directory(run_dir)  # what lipkit.load returns, plus the config
@@ -130,12 +130,12 @@ def load_open_clip(spec: str, eval_cfg: EvalConfig | None = None) -> EvalModel:
     arch, _, pretrained = rest.partition(":")
     if not arch:
         raise EvalError(f"{spec}: expected open_clip:ARCH or open_clip:ARCH:PRETRAINED")
+    from lipkit.interop.gateway import OpenClipUnavailable, import_open_clip
+
     try:
-        import open_clip
-    except Exception as e:  # ImportError, or torchvision failing inside open_clip's import
-        raise EvalError(f"{spec}: open_clip cannot be imported ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); install open_clip_torch "
-                        "and a torchvision matching torch in this environment") from None
+        open_clip = import_open_clip()
+    except OpenClipUnavailable as e:
+        raise EvalError(f"{spec}: {e}") from None
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=pretrained or None)

@@ -36,7 +36,7 @@ from .errors import TaskSkipped
 from .adapter import EvalModel
 from .registry import PROTOTYPE_COLLAPSE
 from .results import TaskResult
-from .datasets import EvalData
+from .splits import EvalData
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from .features import FeatureFn, embed_images, embed_texts, eval_mode, model_dev
 from .images import ImageFiles, Images, batch_count, image_batches
 from .adapter import EvalModel
 from .registry import TASKS
-from .datasets import EvalData, Split
+from .splits import EvalData, Split
 
 SHOWN_SKIPS = 20
 T = TypeVar("T")

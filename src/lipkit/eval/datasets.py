@@ -27,105 +27,20 @@ data set `NAME:validation`.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lipkit.config import DataConfig, EvalConfig
 from lipkit.data.builtins import BUILTIN_SOURCES
 
 from .errors import EvalError
-from .images import ImageFiles, Images
+from .splits import EvalData, Split
+from .templates import class_prompts, load_prompts
+from .user_data import open_user_dataset
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
-
-
-@dataclass
-class Split:
-    images: Images
-    labels: np.ndarray | None  # class indices; None: the set has no labels
-    caption: list[str] | None  # one per image; None: no captions
-    captions: list[list[str]] | None  # all captions of each image (retrieval)
-    key: str = ""  # names the split in an embedding store shared by datasets ("": not shared)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def take(self, indices: Sequence[int], key: str = "") -> Split:
-        idx = list(indices)
-        images = self.images[idx] if isinstance(self.images, (np.ndarray, torch.Tensor)) else \
-            self.images.take(idx) if isinstance(self.images, ImageFiles) else [self.images[i] for i in idx]
-        return Split(images, None if self.labels is None else self.labels[idx],
-                     None if self.caption is None else [self.caption[i] for i in idx],
-                     None if self.captions is None else [self.captions[i] for i in idx], key)
-
-    def spread(self, n: int) -> Split:
-        """`n` images spread evenly over the split, in order (all when n is 0 or too large)."""
-        return self if not n or n >= len(self) else self.take(spread(len(self), n), f"{self.key}[{n}]")
-
-    def missing_captions(self) -> int:
-        """How many images have no caption."""
-        return len(self) if self.captions is None else sum(not c for c in self.captions)
-
-
-@dataclass
-class EvalData:
-    name: str
-    train: Split | None
-    test: Split
-    class_names: list[str] | None
-    templates: list[str] | dict[str, list[str]]
-    style: tuple[Split, Split] | None = None  # (photos, cartoons) for the style shift
-    shift: Split | None = None  # a second dataset with the same classes (--shift)
-    shift_name: str = ""
-    # Datasets opened by path report these in their records; built-ins leave them None.
-    test_split: str | None = None  # which images are the test set
-    probe_train: str | None = None  # which images train the probes
-    skipped: dict[str, list[tuple[str, str]]] | None = None  # unusable images, per split
-
-    @property
-    def has_labels(self) -> bool:
-        return self.test.labels is not None
-
-    def subset(self, split: Split, n: int) -> np.ndarray:
-        """Positions of `n` images of `split` for a task that reads fewer (all for n = 0): the
-        first n of a built-in set (they come shuffled), n spread over a set opened by path
-        (often ordered by class)."""
-        if self.test_split is None or not n or n >= len(split):
-            return np.arange(min(n or len(split), len(split)))
-        return spread(len(split), n)
-
-
-def spread(size: int, n: int) -> np.ndarray:
-    """`n` <= `size` positions spread evenly over range(size), the first and last included."""
-    return np.linspace(0, size - 1, n).round().astype(np.int64)
-
-
-def load_prompts(path: str | Path) -> tuple[list[str], list[str] | dict[str, list[str]]]:
-    """(class_names, templates) from a JSON file with "class_names" (a list of strings) and
-    "templates" (format strings with '{}' or '{c}', or a mapping class name -> prompts)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        names, templates = data["class_names"], data["templates"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise EvalError(f"{path}: not a prompts file with 'class_names' and 'templates' "
-                        f"({type(e).__name__}: {e})") from None
-    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise EvalError(f"{path}: 'class_names' must be a non-empty list of strings")
-    if isinstance(templates, dict):
-        missing = [n for n in names if not templates.get(n)]
-        if missing:
-            raise EvalError(f"{path}: 'templates' has no prompts for class {missing[0]!r}")
-    elif not (isinstance(templates, list) and templates
-              and all(isinstance(t, str) and ("{}" in t or "{c}" in t) for t in templates)):
-        raise EvalError(f"{path}: 'templates' must be a non-empty list of strings with a '{{}}' "
-                        "or '{c}' placeholder, or a mapping class name -> prompts")
-    return names, templates
 
 
 def _prompts(cfg: EvalConfig, default: Path, dataset: str, num_classes: int):
@@ -141,7 +56,6 @@ def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0
     from lipkit.data import FashionMNISTPairs, load_fashion_mnist
     from lipkit.data.fashion_mnist import PROMPTS_FILE
 
-    from .zeroshot import class_prompts  # zeroshot reads this module's EvalData
 
     names, templates = _prompts(cfg, PROMPTS_FILE, "fashion-mnist", 10)
     flat_templates = templates if isinstance(templates, list) else None
@@ -241,7 +155,6 @@ def open_dataset(spec: str, cfg: EvalConfig, data_cfg: DataConfig | None = None,
     with one split is divided into probe training and test images (else it is all test)."""
     if spec in _BUILT:
         return _BUILT[spec](cfg, data_cfg or DataConfig(), seed)
-    from .user_data import open_user_dataset
 
     try:
         return open_user_dataset(spec, cfg, divide)

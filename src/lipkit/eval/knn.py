@@ -18,7 +18,7 @@ from .metrics import as_labels, classification_metrics, cosine_scores, to_tensor
 from .adapter import EvalModel
 from .registry import KNN_CLASSIFICATION
 from .results import TaskResult
-from .datasets import EvalData
+from .splits import EvalData
 
 
 def nearest(sims: torch.Tensor, k: int) -> torch.Tensor:

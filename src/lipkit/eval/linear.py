@@ -27,7 +27,7 @@ from .metrics import classification_metrics
 from .adapter import EvalModel
 from .registry import LINEAR_PROBE
 from .results import TaskResult
-from .datasets import EvalData
+from .splits import EvalData, stratified_split
 
 DEFAULT_C_GRID = tuple(np.logspace(-3, 2, 6).tolist())  # 1e-3, 1e-2, ..., 1e2
 
@@ -50,21 +50,6 @@ def _labels(y, n: int, name: str) -> np.ndarray:
     if y.min() < 0:
         raise ValueError(f"{name} must be non-negative class indices, got {y.min()}")
     return y.astype(np.int64, copy=False)
-
-
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (fit, val): about `val_fraction` of each class (at least one) goes to val, and every
-    class keeps at least one sample for fitting."""
-    rng = np.random.default_rng(seed)
-    fit, val = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        # at least one validation sample per class that has two (few-shot k = 2 still validates)
-        n_val = min(max(int(round(len(idx) * val_fraction)), 1), len(idx) - 1)
-        val.append(idx[:n_val])
-        fit.append(idx[n_val:])
-    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
 
 
 def _scores(model, x: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ from .metrics import classification_metrics
 from .adapter import EvalModel
 from .registry import OOD_CLASSIFICATION
 from .results import TaskResult
-from .datasets import EvalData, Split
+from .splits import EvalData, Split
 from .zeroshot import zeroshot_classifier
 
 Images = torch.Tensor

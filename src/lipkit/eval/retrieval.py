@@ -31,7 +31,7 @@ from .metrics import cosine_scores, unit_rows
 from .adapter import EvalModel
 from .registry import ZEROSHOT_RETRIEVAL
 from .results import TaskResult
-from .datasets import EvalData
+from .splits import EvalData
 
 DEFAULT_RECALL_AT = (1, 5, 10)
 RECALL_CURVE_MAX_K = 50

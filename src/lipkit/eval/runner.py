@@ -27,7 +27,8 @@ from lipkit.files import write_json
 
 from .adapter import EvalModel, load_model_spec
 from .context import Context, note
-from .datasets import EvalData, Split, open_dataset
+from .datasets import open_dataset
+from .splits import EvalData, Split
 from .errors import EvalError, TaskSkipped
 from .registry import SHORT_LABELS, TASKS, headline, parse_tasks, task_of_record
 from .results import details_path, format_table, result_record, write_results

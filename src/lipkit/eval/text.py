@@ -27,7 +27,7 @@ from .features import embed_texts
 from .adapter import EvalModel
 from .registry import CAPTION_PROBE, WORD_SIMILARITY
 from .results import TaskResult
-from .datasets import EvalData
+from .splits import EvalData
 
 WORDSIM_IN_GENSIM = "gensim/test/test_data/wordsim353.tsv"
 WordPair = tuple[str, str, float]

@@ -25,9 +25,8 @@ from lipkit.config import EvalConfig
 from .errors import EvalError
 from .images import ImageFiles
 from .layouts import RawDataset, RawSplit, read_layout
-from .linear import stratified_split
-from .datasets import EvalData, Split, load_prompts
-from .zeroshot import class_prompts
+from .splits import EvalData, Split, stratified_split
+from .templates import class_prompts, load_prompts
 
 CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "zeroshot_classification_templates.txt"

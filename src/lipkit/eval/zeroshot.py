@@ -7,7 +7,7 @@ mapping classname -> list of ready-made prompts (per-class prompts, as in CuPL).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,37 +18,10 @@ from .metrics import classification_metrics
 from .adapter import EvalModel
 from .registry import ZEROSHOT_CLASSIFICATION
 from .results import TaskResult
-from .datasets import EvalData
-
-Template = str | Callable[[str], str]
+from .splits import EvalData
+from .templates import Template, class_prompts
 
 __all__ = ["class_prompts", "classification_metrics", "evaluate", "zeroshot_classifier"]
-
-
-def _fill(template: Template, classname: str) -> str:
-    if callable(template):
-        return template(classname)
-    # '{c}' is CLIP_benchmark's placeholder, '{}' lipkit's caption templates'; accept either.
-    if "{c}" in template:
-        return template.replace("{c}", classname)
-    if "{}" in template:
-        return template.replace("{}", classname)
-    raise ValueError(f"template {template!r} has no '{{c}}' or '{{}}' placeholder for the class name")
-
-
-def class_prompts(classnames: Sequence[str],
-                  templates: Sequence[Template] | Mapping[str, Sequence[str]]) -> list[list[str]]:
-    """The prompts of each class, in class order."""
-    if not classnames:
-        raise ValueError("classnames is empty")
-    if isinstance(templates, Mapping):
-        missing = [c for c in classnames if not templates.get(c)]
-        if missing:
-            raise ValueError(f"no prompts for classes {missing[:5]}")
-        return [list(templates[c]) for c in classnames]
-    if isinstance(templates, str) or not templates:
-        raise ValueError("templates must be a non-empty list of templates (not a single string)")
-    return [[_fill(t, c) for t in templates] for c in classnames]
 
 
 def zeroshot_classifier(model, tokenize, classnames: Sequence[str],

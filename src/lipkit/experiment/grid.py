@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lipkit.config import ConfigError, RunConfig, load_config, to_dict
 
-from .spec import DatasetSpec, ExperimentSpec, SettingSpec
+from .spec import DatasetSpec, ExperimentSpec, SettingSpec, read_spec
 
 
 @dataclass
@@ -55,3 +55,11 @@ def build_cells(spec: ExperimentSpec) -> list[Cell]:
         except ConfigError as e:
             raise ConfigError(f"experiment cell {cell.key}: {e}") from None
     return cells
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """The experiment file, checked whole: read and validated (spec.read_spec), and every cell's
+    run config built, so that a bad override fails before any run starts."""
+    spec = read_spec(path)
+    build_cells(spec)
+    return spec

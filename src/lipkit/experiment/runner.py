@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lipkit.errors import LipkitError
 from lipkit.files import write_json
-from lipkit.run_dir import CHECKPOINTS_DIR, MODEL_FILE, OBJECTIVE_FILE, list_checkpoints
+from lipkit.runs.directory import CHECKPOINTS_DIR, MODEL_FILE, OBJECTIVE_FILE, list_checkpoints
 
 from .grid import Cell, build_cells
 from .metrics import METRICS, extract

@@ -18,8 +18,8 @@
       - {id: ..., text: ..., kind: greater, a: [xclip], b: [clip], metrics: [zeroshot, linear]}
 
 `samples` fixes the training pairs each run sees, so every batch size gets the same number of
-epochs: steps = round(samples / batch size). Every cell's config is built when the file is loaded,
-so a wrong key fails before anything trains.
+epochs: steps = round(samples / batch size). Every cell's config is built when the file is loaded
+(`grid.load_spec`), so a wrong key fails before anything trains.
 
 A selection is a knob chosen fairly: every candidate cell is also evaluated on its dataset's
 validation split (`eval.split=validation`: training data the runs held back, never the test
@@ -96,7 +96,7 @@ class ExperimentSpec:
     selections: list[SelectionSpec] = field(default_factory=list)
     validation_metrics: list[str] = field(default_factory=lambda: ["zeroshot", "linear"])
     claims: list[ClaimSpec] = field(default_factory=list)
-    source: str = ""  # the file it was read from (set by load_spec)
+    source: str = ""  # the file it was read from (set by read_spec)
 
     def setting(self, name: str) -> SettingSpec | SelectionSpec:
         """A setting or a selection, by name (both have a `title`)."""
@@ -198,7 +198,9 @@ def validate(spec: ExperimentSpec) -> None:
             raise ConfigError(f"{where}: kind {c.kind} needs at least two batch sizes")
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
+def read_spec(path: str | Path) -> ExperimentSpec:
+    """The experiment file, parsed and checked as a file (lipkit.experiment.grid.load_spec also
+    builds every cell's run config)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file '{path}' does not exist")
@@ -214,7 +216,4 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         if d.config.endswith((".yaml", ".yml")) and not Path(d.config).is_absolute() and candidate.is_file():
             d.config = str(candidate)
     validate(spec)
-    from .grid import build_cells
-
-    build_cells(spec)  # every cell's run config, so a bad override fails now
     return spec

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipkit.files import staged_directory
-from lipkit.loading import load_directory
+from lipkit.runs.loading import load_directory
 
 from . import hf, openclip
 from .agreement import Agreement, check
+from .gateway import OpenClipUnavailable, import_open_clip
 from .layout import InteropError, canonical_state, check_exportable, to_theirs
 
 FORMATS = {"open_clip": openclip, "hf": hf}
@@ -27,11 +28,9 @@ def _target_importable(fmt: str) -> bool:
         import importlib.util
 
         return importlib.util.find_spec("transformers") is not None
-    from lipkit.bench.peer import PeerUnavailable
-
     try:
-        openclip.import_open_clip()
-    except PeerUnavailable:
+        import_open_clip()
+    except OpenClipUnavailable:
         return False
     return True
 

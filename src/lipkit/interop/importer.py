@@ -13,7 +13,7 @@ from pathlib import Path
 from lipkit.config import RunConfig, save_config
 from lipkit.files import staged_directory, write_json
 from lipkit.models import LIPModel
-from lipkit.run_dir import CONFIG_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, save_model, write_tensors
+from lipkit.runs.directory import CONFIG_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, save_model, write_tensors
 
 from . import hf, openclip
 from .agreement import Agreement, check

@@ -5,7 +5,7 @@
 The folder holds open_clip_config.json (model_cfg and preprocess_cfg), open_clip_model.safetensors,
 and the run's tokenizer as Hugging Face files, which the config names (`hf_tokenizer_name`), so
 open_clip tokenises through transformers' AutoTokenizer. open_clip is imported only through
-lipkit.bench.peer (its torchvision shim), in the environment that has it (.venv-peer).
+lipkit.interop.gateway (its torchvision shim), in the environment that has it (.venv-peer).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from lipkit.files import write_json
 from lipkit.tokenizer import Tokenizer
 
 from .agreement import Foreign, Target
+from .gateway import import_open_clip
 from .hf import write_tokenizer
 from .layout import (
     InteropError,
@@ -59,12 +60,6 @@ def rules(cfg: ModelConfig) -> list[Rule]:
         transposed("text_projection.weight", "text_projection"),
         rename("log_logit_scale", "logit_scale"),
     ]
-
-
-def import_open_clip():
-    from lipkit.bench.peer import import_open_clip as peer_import
-
-    return peer_import()
 
 
 # ----------------------------------------------------------------------------- export

@@ -1,7 +1,9 @@
 """The model: image and text towers (vision, text, efficientnet, minilm, towers), the CLIP
 projections and nCLIP prototype heads (heads, batch_norm), and LIPModel (lip), which returns every
 embedding an objective reads. Models know nothing of objectives, nor of run directories
-(LIPModel.save_pretrained / from_pretrained reach lipkit.run_dir and lipkit.loading when called)."""
-from lipkit.models.lip import HEADS, LIPModel
+(lipkit.runs reads and writes those, and `lipkit.load` builds the model a directory describes)."""
+from lipkit.faces import lazy_face
 
-__all__ = ["HEADS", "LIPModel"]
+_HOMES = {"HEADS": "lip", "LIPModel": "lip"}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_face(__name__, _HOMES)

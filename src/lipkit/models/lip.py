@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipkit.config import ConfigError, ModelConfig
+from lipkit.errors import LipkitError
 from lipkit.models.heads import PrototypeHead, ResidualAdapter
 from lipkit.models.towers import build_text_tower, build_vision_tower
 
@@ -158,16 +159,13 @@ class LIPModel(nn.Module):
         if "clip" in self.heads:
             self.log_logit_scale.clamp_(max=math.log(self.cfg.max_logit_scale))
 
-    # ------------------------------------------------------------------ persistence
-    # The Hugging Face convention, kept as a convenience: models do not know the run-directory
-    # format, so these import it when called (lipkit.loading, which loads, imports this module).
+    # ------------------------------------------------------------------ moved
+    # Models do not know the run-directory format (lipkit.runs); these names point there for one
+    # release, without importing it.
     def save_pretrained(self, run_dir: str | Path) -> None:
-        from lipkit.run_dir import save_model
-
-        save_model(self, Path(run_dir))
+        raise LipkitError(f"LIPModel.save_pretrained moved: use lipkit.runs.save_model(model, Path({str(run_dir)!r}))")
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path) -> "LIPModel":
-        from lipkit.loading import load_model
-
-        return load_model(run_dir)
+        raise LipkitError(f"LIPModel.from_pretrained moved: use lipkit.load({str(run_dir)!r}) "
+                          "or lipkit.runs.load_model")

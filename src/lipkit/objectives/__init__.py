@@ -4,11 +4,14 @@
     objective = build_objective(cfg.objective)  # an Objective; objective(model_outputs)["loss"]
 
 `base` holds the contract every objective follows (named `*_loss` terms, summed in at least fp32),
-`registry` the names, `composite` the weighted sum xCLIP is made of.
+`registration` the table of names (`register`), `registry` the look-up over every built-in
+objective, `composite` the weighted sum xCLIP is made of.
 """
-from lipkit.objectives import clip, clip_reg, cyclip, nclip, siglip, square, xclip  # noqa: F401  (each registers)
-from lipkit.objectives.base import HEAD_CLIP, HEAD_PROTOTYPES, Objective, at_least_fp32
-from lipkit.objectives.registry import available_objectives, build_objective, register
+from lipkit.faces import lazy_face
 
-__all__ = ["HEAD_CLIP", "HEAD_PROTOTYPES", "Objective", "at_least_fp32", "available_objectives", "build_objective",
-           "register"]
+_HOMES = {
+    "HEAD_CLIP": "base", "HEAD_PROTOTYPES": "base", "Objective": "base", "at_least_fp32": "base",
+    "available_objectives": "registry", "build_objective": "registry", "register": "registration",
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_face(__name__, _HOMES)

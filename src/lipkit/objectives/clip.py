@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lipkit.config import ClipObjectiveConfig, ObjectiveConfig
 from lipkit.distributed import all_gather_with_grad, global_row_offset
 from lipkit.objectives.base import HEAD_CLIP, Objective, at_least_fp32
-from lipkit.objectives.registry import register
+from lipkit.objectives.registration import register
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 from lipkit.config import ClipObjectiveConfig, ClipRegObjectiveConfig, ObjectiveConfig
 from lipkit.objectives.base import HEAD_CLIP, Objective
 from lipkit.objectives.clip import ClipBatch, clip_diagnostics, info_nce
-from lipkit.objectives.registry import register
+from lipkit.objectives.registration import register
 
 
 def positive_reg(batch: ClipBatch, form: str) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from lipkit.config import ClipObjectiveConfig, CyClipObjectiveConfig, ObjectiveConfig
 from lipkit.objectives.base import HEAD_CLIP, Objective
 from lipkit.objectives.clip import ClipBatch, clip_diagnostics, info_nce
-from lipkit.objectives.registry import register
+from lipkit.objectives.registration import register
 
 
 def consistency_terms(batch: ClipBatch, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from lipkit.config import NClipObjectiveConfig, ObjectiveConfig
 from lipkit.distributed import all_reduce_mean, all_reduce_sum_nograd, world_size
 from lipkit.objectives.base import HEAD_PROTOTYPES, Objective, at_least_fp32
-from lipkit.objectives.registry import register
+from lipkit.objectives.registration import register
 _SINKHORN = ("sinkhorn", "sinkhorn_memax")
 _MEMAX = ("memax", "sinkhorn_memax")
 

@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from lipkit.config import ObjectiveConfig, SigLipObjectiveConfig
 from lipkit.distributed import all_gather_with_grad
 from lipkit.objectives.base import HEAD_CLIP, Objective, at_least_fp32
-from lipkit.objectives.registry import register
+from lipkit.objectives.registration import register
 
 
 def negative_row_sums(image: torch.Tensor, all_text: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor):

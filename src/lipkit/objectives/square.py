@@ -16,7 +16,7 @@ import torch
 from lipkit.config import ObjectiveConfig, SquareObjectiveConfig
 from lipkit.distributed import all_gather_with_grad, global_row_offset
 from lipkit.objectives.base import HEAD_CLIP, Objective, at_least_fp32
-from lipkit.objectives.registry import register
+from lipkit.objectives.registration import register
 
 
 def square_terms(image: torch.Tensor, all_text: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:

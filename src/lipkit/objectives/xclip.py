@@ -5,7 +5,7 @@ from lipkit.config import ObjectiveConfig
 from lipkit.objectives.clip import ClipObjective
 from lipkit.objectives.composite import WeightedSum
 from lipkit.objectives.nclip import NClipObjective
-from lipkit.objectives.registry import register
+from lipkit.objectives.registration import register
 
 
 @register("xclip")

@@ -2,15 +2,8 @@
 modality-unique features, small encoders trained by any lipkit objective, zero-shot measures
 (top-r accuracy, margins, positive cosine) and five studies that write JSON and PNG plots.
 `lipkit theory STUDY --out DIR`; the claims and what the runs show are in docs/theory.md."""
-from lipkit.theory.config import TheoryConfig, load_theory_config
-from lipkit.theory.data import SyntheticDataModel
-from lipkit.theory.encoders import SyntheticEncoders
-from lipkit.theory.lab import run_studies
-from lipkit.theory.measures import positive_cosine, zero_shot_measures
-from lipkit.theory.studies import STUDIES
-from lipkit.theory.train import run_config, train_and_measure
+from lipkit.faces import lazy_face
 
-__all__ = [
-    "STUDIES", "SyntheticDataModel", "SyntheticEncoders", "TheoryConfig", "load_theory_config", "positive_cosine",
-    "run_config", "run_studies", "train_and_measure", "zero_shot_measures",
-]
+_HOMES = {"TheoryConfig": "config", "load_theory_config": "config", "SyntheticDataModel": "data", "SyntheticEncoders": "encoders", "run_studies": "lab", "positive_cosine": "measures", "zero_shot_measures": "measures", "STUDIES": "studies", "run_config": "train", "train_and_measure": "train"}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_face(__name__, _HOMES)

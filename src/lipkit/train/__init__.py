@@ -2,8 +2,8 @@
 (step), checkpoints written and restored (checkpointing), and the pieces around them: batches,
 accumulation, parallel, precision, rng, optim, run_place, metrics_log, collapse_guard, signals,
 trainer_state, warm_start."""
-from lipkit.train.loop import TrainResult, train
-from lipkit.train.run_place import RunDirError
-from lipkit.train.step import NonFiniteLossError
+from lipkit.faces import lazy_face
 
-__all__ = ["NonFiniteLossError", "RunDirError", "TrainResult", "train"]
+_HOMES = {"TrainResult": "loop", "train": "loop", "RunDirError": "run_place", "NonFiniteLossError": "step"}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_face(__name__, _HOMES)

@@ -1,6 +1,6 @@
 """The loop's checkpoints, both ways: `Checkpointer` writes them (every `train.save_every_steps`,
 every `train.save_every_minutes`, on a stop signal and at the end), `restore` puts one back into a
-freshly built run. The format of the files is lipkit.run_dir's.
+freshly built run. The format of the files is lipkit.runs.directory's.
 
 Every rank takes part in a save (FSDP gathers shards, RNG states are collected per rank); only
 rank 0 writes, into its RunPlace (which a run replacing another takes over at its first
@@ -15,7 +15,7 @@ from pathlib import Path
 from lipkit import distributed
 from lipkit.config import RunConfig, TrainConfig, save_config
 from lipkit.files import atomic_write
-from lipkit.run_dir import (
+from lipkit.runs.directory import (
     CONFIG_FILE,
     MODEL_FILE,
     OBJECTIVE_FILE,

@@ -24,7 +24,7 @@ from lipkit.data.feature_cache import cache_tower_features, cacheable
 from lipkit.files import atomic_write
 from lipkit.models import LIPModel
 from lipkit.objectives import build_objective
-from lipkit.run_dir import TOKENIZER_FILE, resolve_resume, save_run_config, set_aside_later_checkpoints
+from lipkit.runs.directory import TOKENIZER_FILE, resolve_resume, save_run_config, set_aside_later_checkpoints
 from lipkit.tokenizer import Tokenizer, build_tokenizer
 from lipkit.train.accumulation import MicroBatch, TowerFeatures
 from lipkit.train.batches import BatchStream, batch_layout, check_batch_fits

@@ -1,7 +1,7 @@
 """Where a run's files go while it trains, and the lock that makes this process their one writer.
 
 `RunPlace(run_dir)` is entered before anything is read from the run directory (it locks a run
-directory that exists, see lipkit.run_lock); `open()` is called once the whole run has been
+directory that exists, see lipkit.runs.lock); `open()` is called once the whole run has been
 validated (config, data, resume state) and before anything is written. It picks:
 
 - the run directory itself, for a new run, a run resumed in place, and an attempt that ended
@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lipkit.errors import LipkitError
-from lipkit.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, MODEL_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, list_checkpoints
-from lipkit.run_lock import RunLock
+from lipkit.runs.directory import CHECKPOINTS_DIR, CONFIG_FILE, MODEL_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, list_checkpoints
+from lipkit.runs.lock import RunLock
 
 METRICS_FILE = "metrics.jsonl"
 DATA_REPORT_FILE = "data_report.json"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from lipkit.run_dir import MODEL_FILE, CheckpointError, read_tensors
+from lipkit.runs.directory import MODEL_FILE, CheckpointError, read_tensors
 
 HEAD_PREFIXES = ("image_projection.", "text_projection.", "log_logit_scale", "image_prototypes.",
                  "text_prototypes.", "image_adapter.", "text_adapter.")

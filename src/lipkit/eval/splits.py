@@ -1,0 +1,89 @@
+"""What an evaluation reads: an `EvalData` (one dataset as the tasks see it) made of `Split`s,
+and the stratified division of labelled images that both the dataset readers (one labelled split
+divided for the probes) and the linear probe (its validation split for C) use. Below every task
+and every dataset reader."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .images import ImageFiles, Images
+
+
+@dataclass
+class Split:
+    images: Images
+    labels: np.ndarray | None  # class indices; None: the set has no labels
+    caption: list[str] | None  # one per image; None: no captions
+    captions: list[list[str]] | None  # all captions of each image (retrieval)
+    key: str = ""  # names the split in an embedding store shared by datasets ("": not shared)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def take(self, indices: Sequence[int], key: str = "") -> Split:
+        idx = list(indices)
+        images = self.images[idx] if isinstance(self.images, (np.ndarray, torch.Tensor)) else \
+            self.images.take(idx) if isinstance(self.images, ImageFiles) else [self.images[i] for i in idx]
+        return Split(images, None if self.labels is None else self.labels[idx],
+                     None if self.caption is None else [self.caption[i] for i in idx],
+                     None if self.captions is None else [self.captions[i] for i in idx], key)
+
+    def spread(self, n: int) -> Split:
+        """`n` images spread evenly over the split, in order (all when n is 0 or too large)."""
+        return self if not n or n >= len(self) else self.take(spread(len(self), n), f"{self.key}[{n}]")
+
+    def missing_captions(self) -> int:
+        """How many images have no caption."""
+        return len(self) if self.captions is None else sum(not c for c in self.captions)
+
+
+@dataclass
+class EvalData:
+    name: str
+    train: Split | None
+    test: Split
+    class_names: list[str] | None
+    templates: list[str] | dict[str, list[str]]
+    style: tuple[Split, Split] | None = None  # (photos, cartoons) for the style shift
+    shift: Split | None = None  # a second dataset with the same classes (--shift)
+    shift_name: str = ""
+    # Datasets opened by path report these in their records; built-ins leave them None.
+    test_split: str | None = None  # which images are the test set
+    probe_train: str | None = None  # which images train the probes
+    skipped: dict[str, list[tuple[str, str]]] | None = None  # unusable images, per split
+
+    @property
+    def has_labels(self) -> bool:
+        return self.test.labels is not None
+
+    def subset(self, split: Split, n: int) -> np.ndarray:
+        """Positions of `n` images of `split` for a task that reads fewer (all for n = 0): the
+        first n of a built-in set (they come shuffled), n spread over a set opened by path
+        (often ordered by class)."""
+        if self.test_split is None or not n or n >= len(split):
+            return np.arange(min(n or len(split), len(split)))
+        return spread(len(split), n)
+
+
+def spread(size: int, n: int) -> np.ndarray:
+    """`n` <= `size` positions spread evenly over range(size), the first and last included."""
+    return np.linspace(0, size - 1, n).round().astype(np.int64)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, val): about `val_fraction` of each class (at least one) goes to val, and every
+    class keeps at least one sample for fitting."""
+    rng = np.random.default_rng(seed)
+    fit, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        # at least one validation sample per class that has two (few-shot k = 2 still validates)
+        n_val = min(max(int(round(len(idx) * val_fraction)), 1), len(idx) - 1)
+        val.append(idx[:n_val])
+        fit.append(idx[n_val:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))

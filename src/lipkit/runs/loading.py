@@ -1,0 +1,92 @@
+"""`lipkit.load(SPEC) -> (model, preprocess, tokenizer)`: the one way to get a trained model.
+
+SPEC is a lipkit directory: a run directory, one of its checkpoints (`RUN/checkpoints/step-N`),
+or a model written by `lipkit import` (a run directory too). `preprocess` is the run's evaluation
+transform (PIL image -> model-ready tensor), the same object `lipkit eval` applies; `tokenizer`
+maps a list of strings to token ids [B, context_length].
+
+    import lipkit
+    model, preprocess, tokenizer = lipkit.load("runs/clip")
+    images = torch.stack([preprocess(Image.open(p)) for p in paths])
+    image_embeds = model.encode_image(images, normalize=True)
+    text_embeds = model.encode_text(tokenizer(["a photo of a bag"]), normalize=True)
+
+Underneath: `load_model` (the model alone), `load_run` (model, tokenizer, config) and
+`load_directory` (all of it), over the run-directory format of lipkit.runs.directory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lipkit.config import RunConfig
+from lipkit.data.transforms import ImageTransform
+from lipkit.errors import LipkitError
+from lipkit.models import LIPModel
+from lipkit.runs.directory import MODEL_FILE, TOKENIZER_FILE, CheckpointError, load_run_config, load_state_into
+from lipkit.tokenizer import Tokenizer
+
+FOREIGN_PREFIXES = ("open_clip:", "hf:")
+
+
+class LoadError(LipkitError, ValueError):
+    """A spec lipkit.load cannot read, stated in one line."""
+
+
+@dataclass
+class LoadedModel:
+    model: LIPModel  # in eval mode
+    preprocess: ImageTransform  # PIL image -> [C, H, W]
+    tokenizer: Tokenizer
+    config: RunConfig
+    path: Path
+
+
+def load_model(run_dir: str | Path, cfg: RunConfig | None = None) -> LIPModel:
+    """The model of a run, checkpoint or imported-model directory (`cfg`: its config, when it
+    has been read already), in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = cfg or load_run_config(run_dir)
+    model = LIPModel(cfg.model)
+    load_state_into(model, run_dir / MODEL_FILE)
+    model.eval()
+    return model
+
+
+def load_run(run_dir: str | Path) -> tuple[LIPModel, Tokenizer, RunConfig]:
+    """(model, tokenizer, config) of a finished or in-progress run directory."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    model = load_model(run_dir, cfg)
+    tok_path = run_dir / TOKENIZER_FILE
+    if not tok_path.is_file():
+        raise CheckpointError(f"{run_dir}: missing {TOKENIZER_FILE}")
+    return model, Tokenizer.load(tok_path), cfg
+
+
+def image_transform(cfg: RunConfig) -> ImageTransform:
+    """The evaluation transform of a run: resize the shorter side, centre crop, and normalise as
+    the run's training images were (data.normalization)."""
+    from lipkit.data import fashion_mnist
+    from lipkit.data.sources import transform_from_config
+
+    v = cfg.model.vision
+    if cfg.data.normalization == "fashion-mnist":
+        return ImageTransform(v.image_size, (fashion_mnist.MEAN,), (fashion_mnist.STD,))
+    return transform_from_config(cfg.data, v, train=False)  # data.image_mean / image_std
+
+
+def load_directory(path: str | Path) -> LoadedModel:
+    """Model, preprocessing, tokenizer and config of a run, checkpoint or imported-model directory."""
+    path = Path(path)
+    model, tokenizer, cfg = load_run(path)
+    return LoadedModel(model, image_transform(cfg), tokenizer, cfg, path)
+
+
+def load(spec: str | Path) -> tuple[LIPModel, ImageTransform, Tokenizer]:
+    """(model, preprocess, tokenizer) of a lipkit directory; see the module docstring."""
+    if str(spec).startswith(FOREIGN_PREFIXES):
+        raise LoadError(f"{spec}: lipkit.load reads lipkit directories; convert it first with "
+                        f"`lipkit import {spec} OUT`, then load OUT")
+    loaded = load_directory(spec)
+    return loaded.model, loaded.preprocess, loaded.tokenizer
