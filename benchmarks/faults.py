@@ -1,6 +1,7 @@
 """Fault injection: kill a training run at random moments and check that resuming loses nothing.
 
     python benchmarks/faults.py [--points 20] [--seed N] [--out docs/reliability.md]   # make faults
+    python benchmarks/faults.py --cases-only --out docs/reliability.md   # bad input only (benchmarks/faults_cases.py)
 
 A fashion-tiny xCLIP run (dropout, nCLIP running centers, feature-cache accumulation, several
 epochs: every piece of state a resume must restore) is killed with SIGKILL at `--points` random
@@ -10,7 +11,10 @@ after one of the checkpoint's files, after its manifest, after the rename, while
 weights into the run directory, while pruning old checkpoints). Each is continued with the same
 command plus `--resume latest` and must end with bitwise the weights of an uninterrupted run, and
 a metrics.jsonl that holds every step once. Then: damaged checkpoints, a full disk and read-only
-folders, each with what the user sees. The page (--out) is written from these results.
+folders, each with what the user sees. Last, bad input as a user gives it (faults_cases.py): what
+they see and what was kept. The page (--out) is written from these results; with --cases-only,
+only the bad input runs, and only its section of the page is rewritten (the kill points' section
+stays as the last full run wrote it).
 
 Real faults where the machine allows them (root, allowed to mount): a small tmpfs for the full
 disk and a read-only tmpfs; otherwise a patched writer raises ENOSPC and the read-only cases use a
@@ -366,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="seed of the kill moments (default: random)")
     parser.add_argument("--out", default=None, help="write the results page here (e.g. docs/reliability.md)")
     parser.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument("--cases-only", action="store_true",
+                        help="run only the bad-input cases and rewrite only their section of --out")
     args = parser.parse_args(argv)
+    if args.cases_only:
+        return cases_only(args, argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     mount = can_mount()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
@@ -382,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
             point.notes = [n.replace(str(work), "WORK") for n in point.notes]
         for case in others:
             print(json.dumps(case), flush=True)
+        from faults_cases import run_cases  # beside this file
+
+        cases = run_cases(work / "cases", log=lambda s: print(s, flush=True))
     equal = sum(p.bitwise_equal and p.metrics_complete for p in points)
     print(f"{equal}/{len(points)} resumed runs bitwise equal to the uninterrupted one")
     if args.out:
@@ -390,9 +401,28 @@ def main(argv: list[str] | None = None) -> int:
         command = "make faults" if args.points == 20 and args.out == "docs/reliability.md" else \
             "python " + " ".join(["benchmarks/faults.py", *(argv if argv is not None else sys.argv[1:])])
         write_page(Path(args.out), points, seed, others, command, steps=STEPS, save_every=SAVE_EVERY,
-                   train_command="lipkit " + " ".join(train_args(Path("RUN"))))
+                   train_command="lipkit " + " ".join(train_args(Path("RUN"))), cases=cases)
         print(f"wrote {args.out}")
-    return 0 if equal == len(points) else 1
+    return 0 if equal == len(points) and _cases_held(cases) else 1
+
+
+def _cases_held(cases: list) -> bool:
+    return all(c.outcome in ("one line", "works", "not run here") for c in cases)
+
+
+def cases_only(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from faults_cases import run_cases  # beside this file
+
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        print(f"bad-input cases in {tmp}; real tmpfs faults: {'yes' if can_mount() else 'no'}", flush=True)
+        cases = run_cases(Path(tmp), log=lambda s: print(s, flush=True))
+    if args.out:
+        from faults_page import write_cases_section  # beside this file
+
+        command = "python " + " ".join(["benchmarks/faults.py", *(argv if argv is not None else sys.argv[1:])])
+        write_cases_section(Path(args.out), cases, command)
+        print(f"wrote the bad-input section of {args.out}")
+    return 0 if _cases_held(cases) else 1
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ def _cell(text) -> str:
 
 
 def write_page(path: Path, points: list, seed: int, others: list[dict], command: str, *, train_command: str,
-               steps: int, save_every: int) -> None:
-    """`points`: faults.KillPoint results; `train_command`: the run each fault interrupts."""
+               steps: int, save_every: int, cases: list = ()) -> None:
+    """`points`: faults.KillPoint results; `train_command`: the run each fault interrupts; `cases`:
+    faults_cases.Case results, the bad-input section."""
     equal = sum(p.bitwise_equal and p.metrics_complete for p in points)
     killed = sum(p.killed for p in points)
     lines = [
@@ -70,4 +71,47 @@ def write_page(path: Path, points: list, seed: int, others: list[dict], command:
                          f"{c['resumed_at']}, bitwise equal: {'yes' if c['bitwise_equal'] else '**no**'}")
         lines.append(f"| {_cell(c['case'])} | {_cell(c.get('how') or c.get('damage', ''))} | "
                      f"{_cell('; '.join(s for s in saw if s))} | {_cell('; '.join(after)) or '–'} |")
+    if cases:
+        lines += ["", *cases_section(list(cases), command)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+CASES_HEADING = "## Bad input: what the user sees, what was kept"
+
+
+def cases_section(cases: list, command: str) -> list[str]:
+    """The bad-input table (`cases`: faults_cases.Case results), as the lines of its page section."""
+    counts: dict[str, int] = {}
+    for c in cases:
+        counts[c.outcome] = counts.get(c.outcome, 0) + 1
+    summary = ", ".join(f"**{n}** {outcome}" for outcome, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    lines = [
+        CASES_HEADING, "",
+        f"Run by `{command}` on {datetime.date.today().isoformat()}: each case through the command line as a "
+        "user types it (a fresh process, stderr not a terminal). Outcomes, decided from what happened: "
+        "**one line** (exit 2, one `lipkit: error:` line, no traceback), **works** (exit 0, the expected "
+        "result), **lost** (what should have been kept was not), **traceback**. "
+        f"{summary}.", "",
+        "| was | case | what the user sees | outcome | what was kept |", "|---|---|---|---|---|",
+    ]
+    for c in cases:
+        saw = [f"exit {c.status}"] if c.status is not None else []
+        saw += [f"`{line}`" for line in c.saw]
+        saw += ["a traceback"] if c.traceback else []
+        lines.append(f"| {_cell(c.group)} | {_cell(c.case)} | {_cell('; '.join(saw) or c.skipped)} | "
+                     f"{'**' + c.outcome + '**' if c.outcome not in ('one line', 'works') else c.outcome} | "
+                     f"{_cell(c.kept) or '–'} |")
+    return lines
+
+
+def write_cases_section(path: Path, cases: list, command: str) -> None:
+    """Put the bad-input section into the page at `path` in place of the one it has (or at its
+    end), leaving every other section as it was: the kill points are not rerun for it."""
+    old = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    start = next((i for i, line in enumerate(old) if line == CASES_HEADING), len(old))
+    end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
+    before = old[:start]
+    while before and not before[-1].strip():
+        before.pop()
+    lines = [*before, "", *cases_section(cases, command), *([""] + old[end:] if end < len(old) else [])]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

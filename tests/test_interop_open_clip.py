@@ -160,3 +160,23 @@ def test_unknown_architectures_and_missing_weights_are_one_line_errors(tiny_arch
     with pytest.raises(InteropError, match="only ViT image towers import"):
         import_model("open_clip:RN50", tmp_path / "c")
     assert not any(tmp_path.iterdir())
+
+
+class _Payload:
+    """Unpickling this runs a shell command (what a weights file of unknown origin may hold)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_pickled_weights_are_refused_in_one_line_and_run_nothing(tiny_arch, tmp_path):
+    source, _, _ = open_clip.create_model_and_transforms(tiny_arch)
+    state = {**source.state_dict(), "payload": _Payload(tmp_path / "code-ran")}
+    torch.save(state, tmp_path / "weights.pt")
+    with pytest.raises(InteropError, match=r"its weights file is a pickle holding more than tensors \(it refers to "
+                                           r"posix.system\); lipkit does not load it"):
+        import_model(f"open_clip:{tiny_arch}:{tmp_path / 'weights.pt'}", tmp_path / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pt"]

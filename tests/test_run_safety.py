@@ -15,63 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from _tiny_runs import TINY, one_line_error, snapshot, train_tiny
 from lipkit.cli import main
 from lipkit.runs.loading import load_run
-from lipkit.objectives import register
-from lipkit.objectives.clip import ClipObjective
 from lipkit.runs.directory import CheckpointError, CheckpointWriteError, list_checkpoints, write_checkpoint
-from lipkit.runs.lock import LOCK_FILE, RunLock, RunLockedError
+from lipkit.runs.lock import RunLock, RunLockedError
 from lipkit.train.run_place import RunDirError, RunPlace
-
-TINY = ["train.batch_size=32", "train.warmup_steps=1", "train.log_every_steps=1", "train.progress=false",
-        "data.train_limit=128", "model.vision.width=32", "model.vision.layers=1", "model.vision.heads=2",
-        "model.text.width=32", "model.text.layers=1", "model.text.heads=2", "model.embed_dim=16"]
-
-
-def _train(run: Path, *sets: str, extra=()) -> int:
-    return main(["train", "--config", "fashion-tiny", *(f"--set={s}" for s in [*TINY, *sets]), "--out", str(run),
-                 *extra])
-
-
-def _snapshot(run: Path) -> dict:
-    """Every file of a run and its bytes (the lock file, which only says who holds it, aside)."""
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
-            if p.is_file() and p.name != LOCK_FILE}
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("lipkit: error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
-class AlwaysNan(ClipObjective):
-    def terms(self, outputs):
-        out = super().terms(outputs)
-        out["contrastive_loss"] = out["contrastive_loss"] * float("nan")
-        return out
-
-
-register("test-always-nan")(lambda cfg: AlwaysNan())
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """A 4-step run with checkpoints at steps 2 and 4 (copied by the tests that change it)."""
-    run = tmp_path_factory.mktemp("runs") / "done"
-    assert _train(run, "train.steps=4", "train.save_every_steps=2") == 0
-    return run
-
-
-@pytest.fixture
-def old_run(finished_run, tmp_path) -> Path:
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(finished_run, run)
-    return run
-
 
 # --------------------------------------------------------------------------- validate before touching
 @pytest.mark.parametrize("sets, message", [
@@ -82,10 +31,10 @@ def old_run(finished_run, tmp_path) -> Path:
      "data.source: no/such/pairs.csv: cannot open (No such file or directory)"),
 ])
 def test_a_refused_overwrite_leaves_the_old_run_as_it_was(old_run, sets, message, capsys):
-    before = _snapshot(old_run)
-    assert _train(old_run, "train.steps=4", *sets, extra=["--overwrite"]) == 2
-    assert message in _one_line_error(capsys)
-    assert _snapshot(old_run) == before
+    before = snapshot(old_run)
+    assert train_tiny(old_run, "train.steps=4", *sets, extra=["--overwrite"]) == 2
+    assert message in one_line_error(capsys)
+    assert snapshot(old_run) == before
     assert sorted(p.name for p in old_run.parent.iterdir()) == ["run"]  # no staging left beside it
 
 
@@ -94,24 +43,24 @@ def test_tensorboard_without_the_package_is_refused_before_anything_is_written(t
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
-    assert _train(tmp_path / "run", "train.steps=2", "train.tensorboard=true") == 2
-    assert "train.tensorboard: the 'tensorboard' package is not installed" in _one_line_error(capsys)
+    assert train_tiny(tmp_path / "run", "train.steps=2", "train.tensorboard=true") == 2
+    assert "train.tensorboard: the 'tensorboard' package is not installed" in one_line_error(capsys)
     assert not (tmp_path / "run").exists()
 
 
 def test_overwrite_keeps_the_old_run_until_the_new_one_fails_before_its_first_checkpoint(old_run, capsys):
-    before = _snapshot(old_run)
-    assert _train(old_run, "train.steps=4", "objective.name=test-always-nan", "train.max_bad_steps=0",
+    before = snapshot(old_run)
+    assert train_tiny(old_run, "train.steps=4", "objective.name=test-always-nan", "train.max_bad_steps=0",
                   extra=["--overwrite"]) == 2
-    assert "non-finite loss at step 1" in _one_line_error(capsys)
-    assert _snapshot(old_run) == before
+    assert "non-finite loss at step 1" in one_line_error(capsys)
+    assert snapshot(old_run) == before
     assert sorted(p.name for p in old_run.parent.iterdir()) == ["run"]
     load_run(old_run)  # still usable
 
 
 def test_overwrite_replaces_the_old_run_at_the_new_runs_first_checkpoint(old_run):
     old_weights = (old_run / "model.safetensors").read_bytes()
-    assert _train(old_run, "train.steps=3", "train.seed=1", extra=["--overwrite"]) == 0
+    assert train_tiny(old_run, "train.steps=3", "train.seed=1", extra=["--overwrite"]) == 0
     assert [p.name for p in list_checkpoints(old_run)] == ["step-00000003"]  # the old run's are gone
     assert (old_run / "model.safetensors").read_bytes() != old_weights
     assert [json.loads(line)["step"] for line in (old_run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
@@ -120,7 +69,7 @@ def test_overwrite_replaces_the_old_run_at_the_new_runs_first_checkpoint(old_run
 
 @pytest.mark.slow
 def test_overwrite_killed_before_its_first_checkpoint_leaves_the_old_run_in_place(old_run):
-    before = _snapshot(old_run)
+    before = snapshot(old_run)
     args = [sys.executable, "-m", "lipkit", "train", "--config", "fashion-tiny",
             *(f"--set={s}" for s in [*TINY, "train.steps=100000", "train.seed=1"]), "--out", str(old_run), "--overwrite"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -131,13 +80,13 @@ def test_overwrite_killed_before_its_first_checkpoint_leaves_the_old_run_in_plac
         while not (staging / "metrics.jsonl").is_file() or not (staging / "metrics.jsonl").read_text():
             assert proc.poll() is None and time.monotonic() < deadline, "the new run did not start"
             time.sleep(0.05)
-        assert _snapshot(old_run) == before  # while it trains, the old run is whole where it was
+        assert snapshot(old_run) == before  # while it trains, the old run is whole where it was
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert _snapshot(old_run) == before
+    assert snapshot(old_run) == before
     load_run(old_run)
-    assert _train(old_run, "train.steps=2", extra=["--overwrite"]) == 0  # the next writer clears the debris
+    assert train_tiny(old_run, "train.steps=2", extra=["--overwrite"]) == 0  # the next writer clears the debris
     assert sorted(p.name for p in old_run.parent.iterdir()) == ["run"]
 
 
@@ -177,7 +126,7 @@ def test_a_swap_killed_midway_is_finished_by_the_next_writer(old_run, renames):
 
 
 def test_a_swap_whose_second_rename_fails_puts_the_old_run_back(old_run, monkeypatch):
-    before = _snapshot(old_run)
+    before = snapshot(old_run)
     real_replace = os.replace
 
     def second_rename_fails(src, dst):
@@ -192,16 +141,16 @@ def test_a_swap_whose_second_rename_fails_puts_the_old_run_back(old_run, monkeyp
         with pytest.raises(RunDirError, match="the old run is back in place and the new one stays in"):
             place.commit()
         monkeypatch.undo()
-    assert _snapshot(old_run) == before
+    assert snapshot(old_run) == before
     assert (staging / "model.safetensors").read_bytes() == b"the new run's weights"
 
 
 def test_an_attempt_that_ended_before_its_first_checkpoint_is_started_again(tmp_path, capsys, caplog):
     run = tmp_path / "run"
-    assert _train(run, "train.steps=4", "objective.name=test-always-nan", "train.max_bad_steps=0") == 2
+    assert train_tiny(run, "train.steps=4", "objective.name=test-always-nan", "train.max_bad_steps=0") == 2
     assert (run / "config.yaml").is_file() and not list_checkpoints(run)
     with caplog.at_level(logging.WARNING, logger="lipkit.train"):
-        assert _train(run, "train.steps=2") == 0  # the corrected command, no --overwrite needed
+        assert train_tiny(run, "train.steps=2") == 0  # the corrected command, no --overwrite needed
     assert f"lipkit: note: {run} holds an attempt that ended before its first checkpoint" in caplog.text
     assert [p.name for p in list_checkpoints(run)] == ["step-00000002"]
 
@@ -209,11 +158,11 @@ def test_an_attempt_that_ended_before_its_first_checkpoint_is_started_again(tmp_
 def test_resume_latest_without_a_checkpoint_starts_from_scratch_with_a_note(tmp_path, capsys, caplog):
     run = tmp_path / "run"
     with caplog.at_level(logging.WARNING, logger="lipkit.train"):
-        assert _train(run, "train.steps=2", extra=["--resume", "latest"]) == 0
+        assert train_tiny(run, "train.steps=2", extra=["--resume", "latest"]) == 0
     assert f"lipkit: note: {run} holds no checkpoint yet; starting from step 0" in caplog.text
     assert "trained clip for 2 steps" in capsys.readouterr().out
     assert main(["train", "--out", str(tmp_path / "other"), "--resume", "latest"]) == 2  # no config to start from
-    assert "holds no checkpoint yet; pass --config" in _one_line_error(capsys)
+    assert "holds no checkpoint and no config.yaml yet; pass --config" in one_line_error(capsys)
 
 
 # --------------------------------------------------------------------------- one writer
@@ -224,13 +173,13 @@ def test_a_second_writer_is_refused_naming_the_holder_and_the_lock_dies_with_it(
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        before = _snapshot(old_run)
+        before = snapshot(old_run)
         assert main(["train", "--out", str(old_run), "--resume", "latest", "--set=train.steps=6"]) == 2
-        message = _one_line_error(capsys)
+        message = one_line_error(capsys)
         assert f"{old_run} is being written by another lipkit process (PID {holder.pid})" in message
-        assert _train(old_run, "train.steps=2", extra=["--overwrite"]) == 2
-        assert f"PID {holder.pid}" in _one_line_error(capsys)
-        assert _snapshot(old_run) == before
+        assert train_tiny(old_run, "train.steps=2", extra=["--overwrite"]) == 2
+        assert f"PID {holder.pid}" in one_line_error(capsys)
+        assert snapshot(old_run) == before
     finally:
         holder.kill()  # SIGKILL: no clean-up runs, the OS releases the lock
         holder.wait()
@@ -297,10 +246,10 @@ def test_a_truncated_file_is_found_and_all_damaged_is_one_line(old_run, capsys):
     trainer.write_bytes(trainer.read_bytes()[: size // 2])
     (first / "tokenizer.json").unlink()
     assert main(["train", "--out", str(old_run), "--resume", "latest"]) == 2
-    assert _one_line_error(capsys) == (f"lipkit: error: {old_run / 'checkpoints'}: every checkpoint is damaged; "
+    assert one_line_error(capsys) == (f"lipkit: error: {old_run / 'checkpoints'}: every checkpoint is damaged; "
                                        f"the newest, step-00000004: trainer.pt has {size // 2} bytes, {size} were written")
     assert main(["train", "--out", str(old_run), "--resume", str(first)]) == 2  # an explicit one: no fallback
-    assert "the checkpoint is damaged (tokenizer.json is missing)" in _one_line_error(capsys)
+    assert "the checkpoint is damaged (tokenizer.json is missing)" in one_line_error(capsys)
 
 
 def test_a_trainer_state_that_is_not_a_checkpoint_gives_no_unsafe_advice(tmp_path):
@@ -334,8 +283,8 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(
     torch_write = checkpointing.write_tensors
     monkeypatch.setattr(checkpointing, "write_tensors", fill_up)
     run = tmp_path / "run"
-    assert _train(run, "train.steps=4", "train.save_every_steps=2") == 2
-    assert _one_line_error(capsys) == (f"lipkit: error: {run / 'checkpoints' / 'step-00000004'}: cannot write the "
+    assert train_tiny(run, "train.steps=4", "train.save_every_steps=2") == 2
+    assert one_line_error(capsys) == (f"lipkit: error: {run / 'checkpoints' / 'step-00000004'}: cannot write the "
                                        f"checkpoint (No space left on device); the checkpoints before it are intact")
     assert [p.name for p in list_checkpoints(run)] == ["step-00000002"]
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000002"]  # no half-written debris
@@ -357,8 +306,8 @@ def test_a_folder_turned_read_only_mid_run_is_one_line_and_keeps_the_checkpoints
 
     monkeypatch.setattr(metrics_log, "json", types.SimpleNamespace(dumps=dumps, loads=real_json.loads))
     run = tmp_path / "run"
-    assert _train(run, "train.steps=4", "train.save_every_steps=2") == 2
-    assert _one_line_error(capsys) == f"lipkit: error: {run / 'metrics.jsonl'}: Read-only file system"
+    assert train_tiny(run, "train.steps=4", "train.save_every_steps=2") == 2
+    assert one_line_error(capsys) == f"lipkit: error: {run / 'metrics.jsonl'}: Read-only file system"
     assert [p.name for p in list_checkpoints(run)] == ["step-00000002"]
     monkeypatch.undo()
     assert main(["train", "--out", str(run), "--resume", "latest"]) == 0
@@ -398,8 +347,8 @@ def test_train_into_a_read_only_folder_stops_before_any_work(read_only_dir, caps
     import lipkit.train.loop as loop
 
     monkeypatch.setattr(loop, "build_train_dataset", lambda *a, **k: pytest.fail("read data before checking --out"))
-    assert _train(read_only_dir / "run", "train.steps=2") == 2
-    message = _one_line_error(capsys)
+    assert train_tiny(read_only_dir / "run", "train.steps=2") == 2
+    message = one_line_error(capsys)
     assert message.startswith(f"lipkit: error: --out {read_only_dir / 'run'}: cannot write in {read_only_dir} (")
 
 
@@ -408,9 +357,9 @@ def test_eval_into_a_read_only_folder_stops_before_any_task(finished_run, read_o
 
     monkeypatch.setattr(runner, "evaluate_model", lambda *a, **k: pytest.fail("ran a task before checking --out"))
     assert main(["eval", str(finished_run), "--tasks", "zeroshot", "--out", str(read_only_dir / "r.json")]) == 2
-    assert _one_line_error(capsys).startswith(f"lipkit: error: --out {read_only_dir}: cannot write in {read_only_dir} (")
+    assert one_line_error(capsys).startswith(f"lipkit: error: --out {read_only_dir}: cannot write in {read_only_dir} (")
     assert main(["eval", str(finished_run), "--tasks", "zeroshot", "--out-dir", str(read_only_dir / "results")]) == 2
-    assert "--out-dir" in _one_line_error(capsys)
+    assert "--out-dir" in one_line_error(capsys)
 
 
 def test_report_on_a_run_not_yet_evaluated_shows_its_training(finished_run, tmp_path, capsys):

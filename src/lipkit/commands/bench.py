@@ -51,11 +51,10 @@ def run(args: argparse.Namespace) -> int:
         _reexec_in_peer_env()
 
     if args.what in COMPARE:
-        from tqdm import tqdm
-
         from lipkit.bench.compare import compare
+        from lipkit.progress import progress_bar
 
-        bar = tqdm(total=args.rounds, desc=f"bench {args.what}", unit="round")
+        bar = progress_bar(total=args.rounds, desc=f"bench {args.what}", unit="round")
         result = compare(args.what, rounds=args.rounds, warmup=args.warmup, threads=args.threads,
                          full_captions=args.full_captions, progress=lambda done, total: bar.update(1))
         bar.close()

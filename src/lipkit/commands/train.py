@@ -9,11 +9,16 @@ from pathlib import Path
 def _config(args: argparse.Namespace):
     """(config, what to resume): --config if given; when resuming without one, the checkpoint's own
     config (plus --set), and that checkpoint (which the trainer verifies once more when it holds
-    the run's lock, so a checkpoint changed in between is not trusted); with
-    --init, the init model's config with its heads left to the objective (plus --set)."""
+    the run's lock, so a checkpoint changed in between is not trusted), or, with no checkpoint yet,
+    the config.yaml of the attempt in --out; with --init, the init model's config with its heads
+    left to the objective (plus --set)."""
     from lipkit.config import ConfigError, load_config
     from lipkit.runs.directory import CONFIG_FILE, resolve_resume
 
+    if args.init is not None and not (Path(args.init) / CONFIG_FILE).is_file():
+        what = "not a run or `lipkit import` directory (no config.yaml)" if Path(args.init).is_dir() else \
+            "no such directory"
+        raise ConfigError(f"--init {args.init}: {what}")
     if args.config is not None:
         return load_config(args.config, args.set or []), args.resume
     if args.init is not None:
@@ -22,10 +27,13 @@ def _config(args: argparse.Namespace):
     if args.resume is None:
         raise ConfigError("--config is required (a preset name or a YAML file) unless --resume or --init is given")
     checkpoint = resolve_resume(args.resume, args.out)
-    if checkpoint is None:
-        raise ConfigError(f"--resume {args.resume}: {args.out} holds no checkpoint yet; "
-                          f"pass --config to start the run there")
-    return load_config(str(checkpoint / CONFIG_FILE), args.set or [], recorded=True), checkpoint
+    if checkpoint is not None:
+        return load_config(str(checkpoint / CONFIG_FILE), args.set or [], recorded=True), checkpoint
+    attempt = Path(args.out) / CONFIG_FILE
+    if attempt.is_file():  # an attempt that ended before its first checkpoint: started again with its own config
+        return load_config(str(attempt), args.set or [], recorded=True), args.resume
+    raise ConfigError(f"--resume {args.resume}: {args.out} holds no checkpoint and no config.yaml yet; pass --config "
+                      f"(a preset or a YAML file) to start the run there: the same command then also continues it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     cfg, resume = _config(args)
     result = train(cfg, args.out, overwrite=args.overwrite, resume=resume, init=args.init)
     if distributed.rank() != 0:
+        return 0
+    if result.already_finished:
+        print(f"nothing to train: {result.checkpoint} is at step {result.steps}, which is train.steps; "
+              f"pass --set train.steps=N with N > {result.steps} to train further")
         return 0
     if result.stopped_by is not None:
         launcher = " (under torchrun, with the same torchrun options)" if distributed.world_size() > 1 else ""

@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
 
 from lipkit.config import SourceConfig
 from lipkit.errors import UsageError
 from lipkit.files import write_json
+from lipkit.progress import progress_bar
 from lipkit.writable import check_writable
 
 from .cache import DataSourceError
@@ -90,6 +90,13 @@ def _refuse_input_as_output(src: SourceConfig, out_dir: Path, prefix: str) -> No
                              f"write to another folder or pass another --prefix")
 
 
+def check_prefix(prefix: str) -> None:
+    """The shards' name prefix is the start of a file name in the output folder: a name, not a path."""
+    if not prefix or prefix.startswith(".") or "/" in prefix or "\\" in prefix or "\0" in prefix:
+        raise UsageError(f"--prefix {prefix!r}: must be a plain file name (no folder, not starting with a dot): "
+                         f"the shards go into the output folder as PREFIX-000000.tar")
+
+
 def _move_into_place(staging: Path, out_dir: Path, replaced: list[Path]) -> list[Path]:
     """Move the finished files from `staging` into `out_dir` (each rename atomic: a reader sees
     an old shard or a new one, never part of one), then delete what they replace."""
@@ -106,6 +113,7 @@ def _move_into_place(staging: Path, out_dir: Path, replaced: list[Path]) -> list
 def convert_to_shards(src: SourceConfig, out_dir: Path, shard_size: int, *, prefix: str = "shards",
                       overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> ConvertReport:
     out_dir = Path(out_dir)
+    check_prefix(prefix)
     _refuse_input_as_output(src, out_dir, prefix)
     existing = _own_files(out_dir, prefix)
     if any(p.suffix == ".tar" for p in existing) and not overwrite:
@@ -118,7 +126,7 @@ def convert_to_shards(src: SourceConfig, out_dir: Path, shard_size: int, *, pref
                          max_pixels=max_pixels, labels=True)
     report = ConvertReport()
     total = len(ds) if isinstance(ds, PairDataset) else None
-    samples = tqdm(_raw_samples(ds, report.skipped, max_pixels), total=total, desc="convert", unit="sample",
+    samples = progress_bar(_raw_samples(ds, report.skipped, max_pixels), total=total, desc="convert", unit="sample",
                    dynamic_ncols=True)
 
     def counted():

@@ -103,21 +103,22 @@ def _group(rows: Iterable[tuple[str, str, str, list[str]]], base: Path, check_fi
         if not captions:
             skipped.append((where, "empty caption"))
             continue
-        entry = order.setdefault(path, [[], label])
+        entry = order.setdefault(path, [[], _label(label, where)])
         entry[0].extend(captions)
     records = []
     for path, (caps, label) in order.items():
-        records.append(PairRecord(path, clean_captions(caps), _label(label)))
+        records.append(PairRecord(path, clean_captions(caps), label))
     return records, skipped
 
 
-def _label(text) -> int:
+def _label(text, where: str) -> int:
     if text is None or text == "":
         return -1
     try:
         return int(text)
     except (TypeError, ValueError):
-        raise DataSourceError(f"label {text!r} is not an integer class index") from None
+        raise DataSourceError(f"{where}: label {text!r} is not an integer class index (the label column of "
+                              f"training pairs holds class numbers 0, 1, ...)") from None
 
 
 def table_rows(path: Path, required: Sequence[str] = (), delimiter: str | None = None

@@ -109,7 +109,7 @@ def read_metadata(svg: Path) -> tuple[str, list[str]]:
 
 def fetch(force: bool = False, workers: int = 0) -> Path:
     """Fetch, caption and rasterise the drawings into the cache (a no-op when done before)."""
-    from tqdm import tqdm
+    from lipkit.progress import progress_bar
 
     from . import debian, svg
 
@@ -124,7 +124,7 @@ def fetch(force: bool = False, workers: int = 0) -> Path:
                 raise DataSourceError(f"package {PACKAGE} has no folder /{SVG_DIR}")
             files = sorted(p for p in base.rglob("*.svg") if not p.is_symlink() and p.is_file())
             metadata = {}
-            for f in tqdm(files, desc="openclipart: read metadata", unit="svg", dynamic_ncols=True):
+            for f in progress_bar(files, desc="openclipart: read metadata", unit="svg", dynamic_ncols=True):
                 rel = f.relative_to(base).with_suffix("").as_posix()
                 try:
                     metadata[f] = read_metadata(f)

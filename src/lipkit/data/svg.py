@@ -78,7 +78,7 @@ def _job(args: tuple[str, str, int]) -> tuple[str, str | None]:
 def rasterize_many(jobs: Sequence[tuple[Path, Path]], size: int, workers: int = 0, desc: str = "rasterise") -> dict[str, str]:
     """Rasterise each (svg, png) pair (skipping PNGs already there). Returns {svg path: reason}
     for the drawings that failed. `workers` 0 means one per CPU core."""
-    from tqdm import tqdm
+    from lipkit.progress import progress_bar
 
     check_available()
     todo = [(str(s), str(p), size) for s, p in jobs if not Path(p).is_file()]
@@ -86,7 +86,7 @@ def rasterize_many(jobs: Sequence[tuple[Path, Path]], size: int, workers: int = 
     if not todo:
         return failed
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(todo), desc=desc, unit="svg", dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), desc=desc, unit="svg", dynamic_ncols=True)
     if workers == 1:
         results = map(_job, todo)
         for svg, err in results:

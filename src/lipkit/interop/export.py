@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lipkit.files import staged_directory
 from lipkit.runs.loading import load_directory
 
 from . import hf, openclip
 from .agreement import Agreement, check
 from .gateway import OpenClipUnavailable, import_open_clip
-from .layout import InteropError, canonical_state, check_exportable, to_theirs
+from .layout import InteropError, canonical_state, check_exportable, staged_output, to_theirs
 
 FORMATS = {"open_clip": openclip, "hf": hf}
 
@@ -45,7 +44,7 @@ def export_run(spec: str | Path, fmt: str, out: str | Path) -> ExportReport:
     module.check_tokenizer(cfg, tokenizer)
     state = to_theirs(canonical_state(model), module.rules(cfg), fmt)
     report = ExportReport(Path(out), notes)
-    with staged_directory(Path(out), refuse=InteropError) as tmp:
+    with staged_output(Path(out), "export") as tmp:
         module.write(tmp, cfg, state, tokenizer, loaded.preprocess)
         if _target_importable(fmt):
             # the whole padded rows agree, unless the vocabulary pads with its end token there (write_tokenizer)

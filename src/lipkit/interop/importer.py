@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipkit.config import RunConfig, save_config
-from lipkit.files import staged_directory, write_json
+from lipkit.files import write_json
 from lipkit.models import LIPModel
 from lipkit.runs.directory import CONFIG_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, save_model, write_tensors
 
 from . import hf, openclip
 from .agreement import Agreement, check
-from .layout import InteropError, lipkit_state, to_ours
+from .layout import InteropError, lipkit_state, staged_output, to_ours
 
 SOURCES = {"open_clip": openclip, "hf": hf}
 IMPORT_FILE = "import.json"
@@ -43,7 +43,7 @@ def import_model(spec: str, out: str | Path) -> ImportReport:
     model.load_state_dict(lipkit_state(to_ours(foreign.state, module.rules(cfg.model), fmt)))
     model.eval()
     agreement = check(model, foreign.tokenizer, foreign.target, spec, exact_ids=False)
-    with staged_directory(Path(out), refuse=InteropError) as tmp:
+    with staged_output(Path(out), "import") as tmp:
         save_config(cfg, tmp / CONFIG_FILE)
         save_model(model, tmp)
         foreign.tokenizer.save(tmp / TOKENIZER_FILE)

@@ -1,9 +1,10 @@
 """What a report shows about each run: its config, training log and evaluation results.
 
 A source is a lipkit run directory (config.yaml, metrics.jsonl, results.json and
-results.details.json as `lipkit eval --out RUN/results.json` writes them), a results JSON file
-(a list of records or one record; its `.details.json` beside it), or a folder written by
-`lipkit eval --out-dir` (one record per file, plus details.json).
+results.details.json as `lipkit eval --out RUN/results.json` writes them, and the pictures under
+results.files/), a results JSON file (a list of records or one record; its `.details.json` and
+`.files/` beside it), or a folder written by `lipkit eval --out-dir` (one record per file, plus
+details.json and files/).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipkit.errors import LipkitError
-from lipkit.eval.results import DETAILS_SUFFIX, details_path
+from lipkit.eval.results import DETAILS_SUFFIX, details_path, files_path
 from lipkit.typed_config import ConfigError
 from lipkit.yaml_loader import read_yaml
 
@@ -31,6 +32,7 @@ class RunData:
     log: list[dict] = field(default_factory=list)  # metrics.jsonl
     records: list[dict] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # "dataset/task" -> curves, histograms
+    files: Path | None = None  # the folder of the pictures the details name (lipkit eval's .files/)
 
     @property
     def objective(self) -> str:
@@ -48,6 +50,18 @@ class RunData:
 
     def record(self, task: str) -> dict | None:
         return next((r for r in self.records if r.get("task") == task), None)
+
+    def picture(self, name: str) -> bytes | None:
+        """A picture the details name (a path relative to the files folder), or None if absent."""
+        if self.files is None or not name:
+            return None
+        path = self.files / name
+        if self.files.resolve() not in path.resolve().parents:
+            return None  # a name leading out of the folder
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
 
 
 def _read_json(path: Path):
@@ -89,7 +103,7 @@ def load_source(path: str | Path) -> RunData:
     if path.is_file():
         records = _records(_read_json(path), path)
         label = str(records[0].get("model", path.stem)) if records else path.stem
-        return RunData(label, path, records=records, details=_details_of(path))
+        return RunData(label, path, records=records, details=_details_of(path), files=files_path(path))
     if not path.is_dir():
         raise ReportError(f"{path}: no such run directory or results file")
     run = RunData(path.name, path)
@@ -104,12 +118,17 @@ def load_source(path: str | Path) -> RunData:
     if (path / RESULTS_FILE).is_file():
         run.records = _records(_read_json(path / RESULTS_FILE), path / RESULTS_FILE)
         run.details = _details_of(path / RESULTS_FILE)
+        run.files = files_path(path / RESULTS_FILE)
     elif not is_run:  # an --out-dir folder: one record per file (a run's own JSON files are not records)
         for f in sorted(path.glob("*.json")):
             if f.name == "details.json":
                 run.details = _read_json(f)
+                run.files = path / "files"
             elif not f.name.endswith(DETAILS_SUFFIX):
                 run.records.extend(_records(_read_json(f), f))
+    if not run.log and not run.records and not is_run:
+        raise ReportError(f"{path}: nothing to report: not a run directory (no config.yaml) and no results "
+                          f"files (lipkit eval --out / --out-dir) in it")
     if not run.log and not run.records:
         raise ReportError(f"{path}: nothing to report (no metrics.jsonl and no results; run "
                           f"'lipkit eval {path} --out {path / RESULTS_FILE}' first)")

@@ -1,11 +1,10 @@
 """Checksums of the files in a folder: each file's size and SHA-256, recorded in the folder's
 `manifest.json` once the files are written, and checked before they are trusted. A flipped bit, a
 truncated or missing file (a bad disk, a partial copy, an edit) is found before any of it is read.
-A folder without a manifest is taken as it is.
+A folder whose manifest is missing is damaged too: nothing shows that its files are the ones written.
 
 The run-directory format (lipkit.runs.directory) records one in every checkpoint, and a resume passes over
-a checkpoint that does not match it (checkpoints of older lipkit have none). Imports nothing of
-lipkit but the file helpers."""
+a checkpoint that does not match it. Imports nothing of lipkit but the file helpers."""
 from __future__ import annotations
 
 import hashlib
@@ -39,10 +38,10 @@ def write_manifest(directory: Path, names: Iterable[str]) -> Path:
 
 def damage(directory: Path) -> str | None:
     """Why the files in `directory` cannot be trusted, or None when every file matches its
-    manifest (or there is no manifest)."""
+    manifest."""
     path = Path(directory) / MANIFEST_FILE
     if not path.is_file():
-        return None
+        return f"{MANIFEST_FILE} is missing, so its files cannot be checked"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         files = manifest["files"]

@@ -38,7 +38,7 @@ OBJECTIVE_FILE = "objective.safetensors"
 TRAINER_FILE = "trainer.pt"
 CHECKPOINTS_DIR = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8,})$")
-_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)|Os \{ code: (\d+)")  # Display, Debug
 log = logging.getLogger("lipkit.runs.directory")
 
 
@@ -67,14 +67,18 @@ def as_os_error(error: BaseException | None, path: Path) -> OSError | None:
             return error
         found = _RUST_OS_ERROR.search(str(error))
         if found:
-            return OSError(int(found.group(1)), os.strerror(int(found.group(1))), str(path))
+            code = int(found.group(1) or found.group(2))
+            return OSError(code, os.strerror(code), str(path))
         error = error.__cause__ or error.__context__
     return None
 
 
-def write_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+def write_tensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file, readable as every other file lipkit writes (safetensors makes it 0600);
+    a full disk or another OS error is an OSError naming `path`."""
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path), metadata=metadata)
+        os.chmod(path, 0o666 & ~umask())
     except Exception as e:
         os_error = as_os_error(e, path)
         if os_error is None:

@@ -9,8 +9,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-from tqdm import tqdm
-
+from lipkit.progress import progress_bar
 from lipkit.theory.config import TheoryConfig
 from lipkit.theory.train import run_config, train_and_measure
 
@@ -47,7 +46,7 @@ class Runner:
                     todo.append((point, seed))
         if not todo:
             return
-        bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(todo), desc=desc, unit="run", disable=not self.progress, dynamic_ncols=True)
         jobs = [(self.cfg, point, seed) for point, seed in todo]
         if self.workers <= 1:
             outputs = []

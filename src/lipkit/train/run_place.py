@@ -13,7 +13,9 @@ validated (config, data, resume state) and before anything is written. It picks:
   A new run that fails before that leaves the old one as it was and its staging is removed (one
   killed leaves a staging directory that the next writer removes; one killed between the two
   renames of the swap is finished by the next writer; a second rename that fails puts the old run
-  back and leaves the new one in its staging directory, with an error saying so).
+  back and leaves the new one in its staging directory, with an error saying so, and so does a
+  first rename that fails). A run directory that is a mount point cannot be renamed at all: an
+  --overwrite of one is refused before training.
 
 Only the writer (rank 0) locks and writes; on other ranks the place is the run directory and
 does nothing."""
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lipkit.errors import LipkitError
+from lipkit.files import is_mount_point
 from lipkit.runs.directory import CHECKPOINTS_DIR, CONFIG_FILE, MODEL_FILE, OBJECTIVE_FILE, TOKENIZER_FILE, list_checkpoints
 from lipkit.runs.lock import RunLock
 
@@ -122,6 +125,10 @@ class RunPlace:
                 f"{self.final} already holds a run ({', '.join(existing)}); choose another --out, pass --overwrite, "
                 f"or continue it with --resume latest"
             )
+        if is_mount_point(self.final):
+            raise RunDirError(f"--overwrite: {self.final} is a mount point, which cannot be renamed: the new run, "
+                              f"written beside the old one, could not take its place; delete the old run's files "
+                              f"in it first, or write the new run into a folder inside it")
         try:
             staging.mkdir()
         except OSError as e:
@@ -141,7 +148,13 @@ class RunPlace:
         if not self._staging:
             return False
         aside = _beside(self.final, "replaced")
-        os.replace(self.final, aside)
+        try:
+            os.replace(self.final, aside)
+        except OSError as e:
+            self._staging = False  # keep the new run's checkpoint where it is for the user
+            raise RunDirError(
+                f"--overwrite: cannot move the old run {self.final} aside ({e.strerror or e}); it is as it was, and "
+                f"the new one stays in {self.path} (the next run into {self.final} removes it)") from None
         try:
             os.replace(self.path, self.final)
         except OSError as e:
