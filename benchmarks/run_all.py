@@ -52,6 +52,25 @@ def compare_rows(results: list[tuple[str, dict]]) -> list[str]:
     return rows
 
 
+# Sections of the page other benchmarks write (in .venv-peer), kept when this one rewrites it.
+KEPT_SECTIONS = (
+    "## lipkit eval against CLIP_benchmark",  # benchmarks/clip_benchmark_speed.py --page
+    "## Image views",  # benchmarks/image_views.py, its table copied with the command beside it
+)
+
+
+def kept_sections(page: Path) -> str:
+    """The KEPT_SECTIONS of the page as it is, each up to the next section."""
+    text = page.read_text(encoding="utf-8") if page.is_file() else ""
+    out = []
+    for heading in KEPT_SECTIONS:
+        start = text.find(heading)
+        if start >= 0:
+            end = text.find("\n## ", start + len(heading))
+            out.append("\n" + text[start:end if end >= 0 else len(text)].rstrip("\n") + "\n")
+    return "".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="docs/performance.md")
@@ -125,7 +144,7 @@ def main() -> None:
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text("\n".join(lines) + "\n" + kept_sections(Path(args.out)))
     print(f"wrote {args.out}")
 
 

@@ -209,3 +209,68 @@ def test_cli_convert_folder_to_shards_and_back(tmp_path, capsys):
         assert tf.extractfile("000000000.txt").read() == b"picture 0\nsecond caption 0"
     assert main(["data", "convert", str(root), "--to", "shards", str(out)]) == 2  # refuses to overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- indexing headers
+def _tar(path: Path, members: list[tuple[str, bytes | None]], fmt=tarfile.USTAR_FORMAT) -> Path:
+    """A tar of `members` (name, bytes; None: a folder), as `tarfile` writes it in `fmt`."""
+    with tarfile.open(path, "w", format=fmt) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+SHARD_MEMBERS = [("a", None), ("a/0001.png", b"\x89PNG" + bytes(700)), ("a/0001.cls", b"3"),
+                 ("a/0001.txt", b"a cat"), ("0002.jpg", bytes(1024)), ("0002.json", b'{"caption": "x"}'),
+                 ("deep/" * 30 + "0003.png", bytes(10)), ("../escape.png", bytes(5))]
+
+
+def test_plain_shards_are_indexed_from_their_headers_as_tarfile_reads_them(tmp_path):
+    from lipkit.data.shards import _index_with_tarfile, index_shard
+    from lipkit.data.tar_headers import plain_members
+
+    shard = _tar(tmp_path / "s.tar", SHARD_MEMBERS)  # a 150-byte name fits ustar's prefix field
+    with open(shard, "rb") as f:
+        members = plain_members(f)
+    assert members is not None and [m.name for m in members] == [n for n, _ in SHARD_MEMBERS]
+    with tarfile.open(shard) as tf:
+        assert [(m.offset_data, m.size) for m in members if m.is_file] == \
+            [(t.offset_data, t.size) for t in tf.getmembers() if t.isfile()]
+    assert index_shard(str(shard)) == _index_with_tarfile(str(shard))
+    samples, problems = index_shard(str(shard))
+    assert [s.key for s in samples] == ["a/0001", "0002", "deep/" * 30 + "0003"]
+    assert samples[0].fields == {"cls": b"3", "txt": b"a cat"} and problems[0][0].endswith("../escape.png")
+
+
+def test_other_tars_are_left_to_tarfile(tmp_path):
+    from lipkit.data.shards import _index_with_tarfile, index_shard
+    from lipkit.data.tar_headers import plain_members
+
+    long_name = [("x" * 120 + ".png", bytes(10)), ("x" * 120 + ".cls", b"1")]  # no prefix split: extended headers
+    gnu = _tar(tmp_path / "gnu.tar", long_name, tarfile.GNU_FORMAT)
+    whole = _tar(tmp_path / "whole.tar", SHARD_MEMBERS[1:4])
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:1200])  # inside the first image's data
+    for path in (gnu, cut):
+        with open(path, "rb") as f:
+            assert plain_members(f) is None, path.name
+        assert index_shard(str(path)) == _index_with_tarfile(str(path))
+
+
+def test_pax_paths_and_sizes_are_followed(tmp_path):
+    from lipkit.data.shards import _index_with_tarfile, index_shard
+    from lipkit.data.tar_headers import plain_members
+
+    members = [("x" * 120 + ".png", bytes(700)), ("x" * 120 + ".cls", b"1"), ("é/0002.txt", "ünïcode".encode())]
+    pax = _tar(tmp_path / "pax.tar", members, tarfile.PAX_FORMAT)
+    with open(pax, "rb") as f:
+        found = plain_members(f)
+    assert found is not None and [m.name for m in found] == [n for n, _ in members]
+    assert index_shard(str(pax)) == _index_with_tarfile(str(pax))
+    assert [s.key for s in index_shard(str(pax))[0]] == ["x" * 120, "é/0002"]

@@ -88,7 +88,7 @@ def test_zeroshot_metrics_by_hand():
                                             class_names=[str(c) for c in range(6)], templates=TEMPLATES),
                                  batch_size=3)
     metrics = result.metrics
-    assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall", "images"} and metrics["images"] == 7
     # top-1 hits: rows 0, 1 (tie -> lower index 0), 5  -> 3/7.  (tie -> higher index: 2/7)
     assert metrics["acc1"] == pytest.approx(3 / 7)
     # top-5 misses: only row 3 -> 6/7.  (ties toward higher index would also miss row 2: 5/7)

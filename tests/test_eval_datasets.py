@@ -38,14 +38,16 @@ TEMPLATES = ["a photo of a {c}.", "itap of a {c}."]
 # so every image is predicted as the class it shows: 6 of 9 right; per class cat 2/2, dog 2/3,
 # red fox 2/4 -> mean recall (1 + 2/3 + 1/2) / 3 = 13/18. The probes learn "shown class ->
 # label" from a training set where the two agree, so they predict what zero-shot predicts.
-CLASSIFIED = {"acc1": 6 / 9, "acc5": 1.0, "mean_per_class_recall": 13 / 18}
+# With 3 classes every label is in the top 5: acc5 is left out, never reported as 1.0.
+CLASSIFIED = {"acc1": 6 / 9, "mean_per_class_recall": 13 / 18}
 # Retrieval over the 9 test images and their 9 distinct captions: "photo <id>" scores 1/sqrt 2
 # with its image alone (rank 1 both ways). Images 23 and 27 score 0 with every caption, theirs
 # included, so ties go to the lower index: image->text ranks 4 and 8 (their captions are the
 # 4th and 8th texts), and text->image the same (the images are the 4th and 8th).
-# R@1 = 7/9, R@5 = 8/9 (rank 8 > 5), R@10 = 1, median rank 1.
+# R@1 = 7/9, R@5 = 8/9 (rank 8 > 5), median rank 1; R@10 cannot miss in a gallery of 9 and is
+# left out.
 RETRIEVED = {f"{d}_retrieval_recall@{k}": v for d in ("text", "image")
-             for k, v in ((1, 7 / 9), (5, 8 / 9), (10, 1.0))} | \
+             for k, v in ((1, 7 / 9), (5, 8 / 9))} | \
             {"text_retrieval_median_rank": 1.0, "image_retrieval_median_rank": 1.0}
 
 
@@ -79,7 +81,9 @@ def test_each_layout_gives_the_hand_computed_numbers(kind, tmp_path):
                                           "knn_classification", "zeroshot_retrieval")}
     for task in ("zeroshot_classification", "linear_probe", "knn_classification"):
         assert picked(m[(name, task)], CLASSIFIED) == pytest.approx(CLASSIFIED), task
+        assert "acc5" not in m[(name, task)] and m[(name, task)]["images"] == 9
     assert picked(m[(name, "zeroshot_retrieval")], RETRIEVED) == pytest.approx(RETRIEVED)
+    assert not {"text_retrieval_recall@10", "image_retrieval_recall@10"} & set(m[(name, "zeroshot_retrieval")])
     assert m[(name, "linear_probe")]["train_samples"] == 12
     assert m[(name, "zeroshot_classification")]["skipped"] == 0
     assert m[(name, "linear_probe")]["probe_train"] == ("pets_train" if kind == "table" else "train")
@@ -97,7 +101,7 @@ def test_permuting_labels_changes_the_numbers_as_expected(tmp_path):
     em = stand_in(datasets=[str(write_jsonl(tmp_path / "pets.jsonl", permuted))],
                   dataset_train=str(write_jsonl(tmp_path / "pets_train.jsonl", data["train"])))
     m = by_task(evaluate_model(em, ["zeroshot", "linear", "retrieval"], progress=False).records)
-    expected = {"acc1": 2 / 9, "acc5": 1.0, "mean_per_class_recall": 2 / 9}
+    expected = {"acc1": 2 / 9, "mean_per_class_recall": 2 / 9}
     assert picked(m[("pets", "zeroshot_classification")], expected) == pytest.approx(expected)
     assert picked(m[("pets", "linear_probe")], expected) == pytest.approx(expected)
     assert picked(m[("pets", "zeroshot_retrieval")], RETRIEVED) == pytest.approx(RETRIEVED)
@@ -105,8 +109,8 @@ def test_permuting_labels_changes_the_numbers_as_expected(tmp_path):
 
 def test_the_three_layouts_give_identical_records(tmp_path):
     """One split, 6 images a class (some filed under the wrong class, some with two captions,
-    one caption written for two images), in the three layouts; the probes' half is drawn the same
-    way from each, so the records agree in everything but the dataset's name."""
+    one caption written for two images), in the three layouts; the probes' half (asked for) is
+    drawn the same way from each, so the records agree in everything but the dataset's name."""
     items = [Item(c, 6 * k + i, drawn=CLASSES[(k + 1) % 3] if i == 5 else "",
                   captions=[f"photo {6 * k + i}"] + (["a pet"] if i % 2 else []))
              for k, c in enumerate(CLASSES) for i in range(6)]
@@ -118,7 +122,7 @@ def test_the_three_layouts_give_identical_records(tmp_path):
     words = tmp_path / "words.tsv"  # word pairs the stand-in tells apart: cat-cat 1, others 0
     words.write_text("cat\tcat\t9\ncat\tdog\t2\ndog\tred fox\t1\n")
     em = stand_in(datasets=specs, ood_corruptions=["contrast"], ood_severities=[2],
-                  wordsim_path=str(words))
+                  wordsim_path=str(words), probe_train_fraction=0.5)
     out = evaluate_model(em, tasks, progress=False)
     # word similarity reads no dataset: one record for the model, not one per dataset
     assert [r["dataset"] for r in out.records if r["task"] == "word_similarity"] == ["words"] * HAVE_EVAL_EXTRA
@@ -132,10 +136,14 @@ def test_the_three_layouts_give_identical_records(tmp_path):
     assert per_layout["folder"] == per_layout["table"] == per_layout["shards"]
     records = per_layout["folder"]
     assert len(records) == 4 + (2 if HAVE_EVAL_EXTRA else 0)
-    zs = next(r for r in records if r["task"] == "zeroshot_classification")["metrics"]
-    assert zs["test_split"] == "the other 50% of the images (stratified by class, seed 0)"
-    r = next(r for r in records if r["task"] == "zeroshot_retrieval")["metrics"]
-    assert r["images"] == 9 and r["distinct_texts"] < r["texts"]  # "a pet" is one caption
+    metrics = {r["task"]: r["metrics"] for r in records}
+    # zero-shot and retrieval score the whole split, the probes the half they did not train on
+    zs, lin, r = (metrics[t] for t in ("zeroshot_classification", "linear_probe", "zeroshot_retrieval"))
+    assert zs["test_split"] == r["test_split"] == "all images" and zs["images"] == r["images"] == 18
+    assert lin["test_split"] == "the other 50% of the images (stratified by class, seed 0)"
+    assert lin["probe_train"] == "50% of the images (stratified by class, seed 0)"
+    assert lin["images"] == lin["train_samples"] == 9 == metrics["knn_classification"]["images"]
+    assert r["distinct_texts"] < r["texts"]  # "a pet" is one caption
 
 
 # ----------------------------------------------------------------------------- CLIP_benchmark
@@ -216,7 +224,7 @@ def test_samples_the_shift_dataset_cannot_use_are_counted_and_reported(tmp_path,
     shift = write_clip_benchmark(tmp_path / "sketches", {"test": data["test"]}, CLASSES, TEMPLATES)
     write_tar(shift / "test" / "3.tar", [("s0000200.cls", b"1")])  # a sample with no image
     (shift / "test" / "nshards.txt").write_text("4\n")
-    em = stand_in(datasets=[f"pets={table}"], shift=str(shift), ood_corruptions=[])
+    em = stand_in(datasets=[f"pets={table}"], shift=str(shift), ood_corruptions=[], probe_train_fraction=0.5)
     m = by_task(evaluate_model(em, ["ood"], progress=False).records)
     assert m[("pets-shift", "ood_classification")]["skipped"] == 1
     assert "s0000200: no image field" in capsys.readouterr().err
@@ -232,20 +240,24 @@ def test_tasks_that_do_not_apply_are_skipped_with_one_line(tmp_path, capsys):
                                for it in items])
     em = stand_in(datasets=[f"captions={captions_only}", f"indices={index_labels}"])
     out = evaluate_model(em, ["zeroshot", "linear", "retrieval"], progress=False)
-    assert sorted(by_task(out.records)) == [("captions", "zeroshot_retrieval"),
-                                           ("indices", "linear_probe")]
+    assert sorted(by_task(out.records)) == [("captions", "zeroshot_retrieval")]
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == ["zeroshot on captions: skipped, it has no labels",
                      "linear on captions: skipped, it has no labels",
+                     "retrieval on captions: left out image_retrieval_recall@10 (9 images); "
+                     "text_retrieval_recall@10 (9 distinct captions): no rank can exceed the gallery",
                      "zeroshot on indices: skipped, it has no class names (a classnames.txt "
                      "beside it, or eval.prompts_path)",
+                     "linear on indices: skipped, it has no train split for the probes (give "
+                     "--dataset-train, or divide its test split with eval.probe_train_fraction=0.5)",
                      "retrieval on indices: skipped, it has no captions"]
 
 
 def test_a_folder_with_only_a_test_split_reads_its_classes(tmp_path):
     items = pets()["test"]
     em = stand_in(datasets=[f"flat={write_folder(tmp_path / 'flat', {'': items})}",
-                            f"nested={write_folder(tmp_path / 'nested', {'test': items})}"])
+                            f"nested={write_folder(tmp_path / 'nested', {'test': items})}"],
+                  probe_train_fraction=0.5)
     m = by_task(evaluate_model(em, ["zeroshot", "linear"], progress=False).records)
     assert m[("nested", "zeroshot_classification")] == m[("flat", "zeroshot_classification")]
     assert m[("nested", "linear_probe")] == m[("flat", "linear_probe")]

@@ -5,10 +5,12 @@ the expected type. A field may carry `metadata={"key": ...}` to use another name
 `lambda`, a Python keyword), and `metadata={"recorded_default": v}` for a field added after runs
 were recorded: a config a run wrote before the field existed (`recorded=True`) means `v` by its
 absence, whatever the new default. Supported field types: nested dataclasses, Literal, list, bool, int,
-float, str. `check_choices` makes the Literal check on a dataclass built in code."""
+float, str, and `T | None` of those (YAML null is None). `check_choices` makes the Literal check on a
+dataclass built in code."""
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, Literal
 
@@ -31,6 +33,9 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, path: str, recorded: bool = False) -> Any:
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # `T | None`: unset where the field allows it
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, inner, path, recorded)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping of {sorted(_keys(tp))}, got {value!r}")

@@ -2,6 +2,8 @@
 
 Every failure (missing file, unreadable or truncated data, an image over the pixel limit) is a
 `BadSampleError` naming the file, so pair datasets can skip it, count it and say where it was.
+`flatten_image` is what decoding does to the pixels (EXIF orientation, 16-bit grey, transparency),
+for an image decoded elsewhere.
 """
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import io
 import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lipkit.errors import LipkitError
 
@@ -64,9 +67,34 @@ def open_image(
         raise BadSampleError(where, f"cannot decode image ({type(e).__name__}: {e})") from None
 
 
+ORIENTATION = 0x0112  # the EXIF tag of a photo's rotation and mirroring
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grey (and 32-bit integer) images
+
+
+def flatten_image(im: Image.Image, mode: str = "RGB", background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """A decoded image as lipkit reads every image (training, evaluation, `lipkit.load`'s
+    preprocess), in `mode`: turned upright as its EXIF orientation says; 16-bit grey scaled to 8
+    bits (PIL's own conversion clips it at 255, a white image); transparency (an alpha channel,
+    a palette's transparent colour) painted onto `background`."""
+    return _flatten(im, mode, background)
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    return ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """16-bit grey (0..65535, also when held in a 32-bit integer image) as 8-bit grey, rounded."""
+    values = np.clip(np.asarray(im).astype(np.float64), 0, 65535)
+    return Image.fromarray(np.rint(values / 257).astype(np.uint8))  # 2-D uint8: mode L
+
+
 def _flatten(im: Image.Image, mode: str, background: tuple[int, int, int]) -> Image.Image:
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    im = _upright(im)
+    if im.mode in WIDE_GREY_MODES:
+        im = _eight_bit(im)
     has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
     if has_alpha:
         rgba = im.convert("RGBA")

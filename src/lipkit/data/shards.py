@@ -37,6 +37,7 @@ from .cache import DataSourceError
 from .images import DEFAULT_MAX_PIXELS, BadSampleError, open_image
 from .pairs import clean_captions, sample_hash
 from .stream import EpochStream, attach_skips, worker_slot
+from .tar_headers import Member, plain_members
 from .transforms import ImageTransform
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
@@ -142,7 +143,52 @@ _MAX_SMALL_BYTES = 1 << 20
 def index_shard(path: str) -> tuple[list[IndexedSample], list[tuple[str, str]]]:
     """(samples, problems) of one uncompressed tar shard, reading only member headers and the
     small fields (labels, captions): the images stay on disk, to be read later at their offsets
-    (random access, so any subset can be decoded in any order)."""
+    (random access, so any subset can be decoded in any order). A plain ustar shard is walked
+    header by header (lipkit.data.tar_headers); any other, through `tarfile`."""
+    try:
+        with open(path, "rb") as f:
+            members = plain_members(f)
+            if members is not None:
+                return _index_members(path, f, members)
+    except FileNotFoundError:
+        raise DataSourceError(f"{path}: shard not found") from None
+    except OSError:
+        pass  # tarfile says what is wrong, below
+    return _index_with_tarfile(path)
+
+
+def _index_members(path: str, f, members: list[Member]) -> tuple[list[IndexedSample], list[tuple[str, str]]]:
+    samples: list[IndexedSample] = []
+    problems: list[tuple[str, str]] = []
+    key, images, fields = None, {}, {}
+    for m in members:
+        bad = _unsafe_name(m.name)
+        if bad:
+            problems.append((f"{path}:{m.name}", f"refused: {bad}"))
+            continue
+        if not m.is_file:
+            continue
+        k, ext = split_key(m.name)
+        if k != key:
+            if key is not None:
+                samples.append(_sample(key, images, fields))
+            key, images, fields = k, {}, {}
+        if ext in IMAGE_FIELDS and m.size <= _MAX_MEMBER_BYTES:
+            images[ext] = (m.offset_data, m.size)
+        elif ext in _SMALL_FIELDS and m.size <= _MAX_SMALL_BYTES:
+            f.seek(m.offset_data)
+            fields[ext] = f.read(m.size)
+    if key is not None:
+        samples.append(_sample(key, images, fields))
+    return samples, problems
+
+
+def _sample(key: str, images: dict, fields: dict) -> IndexedSample:
+    ext = next((e for e in IMAGE_FIELDS if e in images), "")
+    return IndexedSample(key, images.get(ext), ext, fields)
+
+
+def _index_with_tarfile(path: str) -> tuple[list[IndexedSample], list[tuple[str, str]]]:
     try:
         tf = tarfile.open(path, mode="r:")
     except FileNotFoundError:
@@ -156,8 +202,7 @@ def index_shard(path: str) -> tuple[list[IndexedSample], list[tuple[str, str]]]:
 
     def flush():
         if key is not None:
-            ext = next((e for e in IMAGE_FIELDS if e in images), "")
-            samples.append(IndexedSample(key, images.get(ext), ext, fields))
+            samples.append(_sample(key, images, fields))
 
     with tf:
         try:
@@ -198,6 +243,7 @@ class ShardStream(EpochStream):
         if missing:
             raise DataSourceError(f"{missing[0]}: shard not found ({len(missing)} of {len(self.shards)} missing)")
         self.transform, self.shuffle, self.shuffle_buffer = transform, shuffle, shuffle_buffer
+        self.augment = None  # a lipkit.data.augment.TrainingAugment: extra views, caption augmentation
         self.caption_field, self.max_pixels = caption_field, max_pixels
         self.name = name or pattern
         self.decode = decode  # False: yield raw fields (for conversion), not tensors
@@ -270,6 +316,8 @@ class ShardStream(EpochStream):
         out = {"image": image, "caption": caption, "captions": captions}
         if self.has_labels:
             out["label"] = label
+        if self.augment is not None:  # keyed by the sample's key, as its caption choice
+            self.augment.apply(out, img, epoch, int.from_bytes(key.encode()[-8:].rjust(8, b"\0"), "little"))
         return out
 
     def iter_epoch(self, epoch: int) -> Iterator[dict]:

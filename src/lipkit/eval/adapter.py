@@ -11,6 +11,7 @@ then; it is not installable beside lipkit's CPU torch here, so that path has a c
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from .errors import EvalError
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 OPEN_CLIP_PREFIX = "open_clip:"
+LOCAL_DIR = "local-dir:"  # open_clip's scheme for a model folder
 
 
 @dataclass
@@ -77,6 +79,19 @@ def _fashion_mnist_array_path(transform, cfg: RunConfig):
     return array_path
 
 
+# Runs recorded every eval field, so the defaults of their day sit in their config.yaml as if
+# chosen. Those values read as unset: a dataset given by path is then read whole (CLIP_benchmark's
+# protocol) and a built-in one with the limits it always had; `--set` can still choose them.
+_OLD_DEFAULTS = {"retrieval_limit": (1000, None), "linear_train_limit": (10000, None),
+                 "probe_train_fraction": (0.5, 0.0)}
+
+
+def _recorded_eval(cfg: RunConfig) -> RunConfig:
+    """A run's recorded config with the old eval defaults read as unset."""
+    changes = {k: unset for k, (old, unset) in _OLD_DEFAULTS.items() if getattr(cfg.eval, k) == old}
+    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **changes)) if changes else cfg
+
+
 def _with_eval_overrides(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
     """`cfg` with `--set eval.key=value` applied; any other key is refused."""
     from lipkit.config import from_dict, to_dict
@@ -93,7 +108,7 @@ def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalM
 
     run_dir = Path(run_dir)
     loaded = load_directory(run_dir)  # what lipkit.load returns, plus the config
-    model, cfg = loaded.model, _with_eval_overrides(loaded.config, overrides)
+    model, cfg = loaded.model, _with_eval_overrides(_recorded_eval(loaded.config), overrides)
     # LIPModel.encode_image is projection(vision(x)), or the prototype head without CLIP heads
     # (tests/test_eval_runner.py checks that these hooks reproduce it).
     head = model.image_projection if "clip" in model.heads else model.image_prototypes
@@ -125,11 +140,19 @@ def from_open_clip(model, preprocess, tokenize, *, name: str, pretrained: str = 
 
 
 def load_open_clip(spec: str, eval_cfg: EvalConfig | None = None) -> EvalModel:
-    """`open_clip:ARCH[:PRETRAINED]` through open_clip's own factory (imported lazily)."""
+    """`open_clip:ARCH[:PRETRAINED]`, or `open_clip:local-dir:FOLDER` (a folder open_clip reads
+    whole, such as `lipkit export --to open_clip` writes), through open_clip's own factory
+    (imported lazily, through lipkit's gateway)."""
     rest = spec[len(OPEN_CLIP_PREFIX):]
-    arch, _, pretrained = rest.partition(":")
+    if rest.startswith(LOCAL_DIR):
+        folder = Path(rest[len(LOCAL_DIR):])
+        if not (folder / "open_clip_config.json").is_file():
+            raise EvalError(f"{spec}: {folder} is not an open_clip folder (no open_clip_config.json)")
+        arch, pretrained = rest, ""
+    else:
+        arch, _, pretrained = rest.partition(":")
     if not arch:
-        raise EvalError(f"{spec}: expected open_clip:ARCH or open_clip:ARCH:PRETRAINED")
+        raise EvalError(f"{spec}: expected open_clip:ARCH, open_clip:ARCH:PRETRAINED or open_clip:local-dir:FOLDER")
     from lipkit.interop.gateway import OpenClipUnavailable, import_open_clip
 
     try:
@@ -140,8 +163,8 @@ def load_open_clip(spec: str, eval_cfg: EvalConfig | None = None) -> EvalModel:
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=pretrained or None)
         tokenizer = open_clip.get_tokenizer(arch)
-    except RuntimeError as e:  # open_clip's message for an unknown architecture or weights tag
-        raise EvalError(f"{spec}: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, OSError, ValueError) as e:  # an unknown architecture or weights tag, unreadable files
+        raise EvalError(f"{spec}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     model.eval()
     return from_open_clip(model, preprocess, tokenizer, name=arch, pretrained=pretrained,
                           eval_cfg=eval_cfg)

@@ -194,4 +194,4 @@ def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, 
     stats = prototype_stats(image_logits, text_logits, temperature=em.prototype_temperature, labels=d.test.labels,
                             num_classes=len(d.class_names or []), num_prototypes=em.num_prototypes,
                             chunk_size=ctx.batch_size)
-    return [TaskResult(d.name, PROTOTYPE_COLLAPSE, stats.metrics(), stats.usage())]
+    return [TaskResult(d.name, PROTOTYPE_COLLAPSE, stats.metrics() | {"images": len(image_logits)}, stats.usage())]

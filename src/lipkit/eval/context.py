@@ -4,7 +4,10 @@ Every task's `evaluate(model, data, *, cache=None, **settings)` runs in a `Conte
 (`Context.of`): the `cache` `lipkit eval` passes to all the tasks on one dataset, or a new one.
 `Context.split(name)` embeds a split of the `EvalData` ("train", "test", "shift") the first
 time it is asked for, batch by batch (`images.image_batches`), and keeps only the embeddings
-and probe features. Images that cannot be read are dropped from the split then, and counted
+and probe features. "probe_test" is what the probes score: the test split, or, when the data
+asks the probes to divide its test split (`probe_division`), the part of it they do not train
+on; both parts are rows of the embedded test split, divided after its unreadable images are
+dropped. Images that cannot be read are dropped from the split then, and counted
 in `data.skipped`, so every task after that sees the same images. `prepare(tasks)` does this
 up front for the splits the tasks read. An embedding `store` passed to several contexts
 (several datasets evaluated with one model) embeds a split shared by them, e.g. the probes'
@@ -26,16 +29,19 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lipkit.config import EvalConfig
+from lipkit.progress import progress_bar
 
 from .errors import EvalError, TaskSkipped
 from .features import FeatureFn, embed_images, embed_texts, eval_mode, model_device
 from .images import ImageFiles, Images, batch_count, image_batches
 from .adapter import EvalModel
 from .registry import TASKS
-from .splits import EvalData, Split
+from .splits import DIVISION_SEED, EvalData, Split, stratified_split
 
 SHOWN_SKIPS = 20
 T = TypeVar("T")
+NO_PROBE_TRAIN = ("it has no train split for the probes (give --dataset-train, or divide its test split "
+                  "with eval.probe_train_fraction=0.5)")
 
 
 def note(text: str) -> None:
@@ -118,12 +124,48 @@ class Context:
             reason = "it has no labels"
         elif class_names and d.class_names is None:
             reason = "it has no class names (a classnames.txt beside it, or eval.prompts_path)"
+        elif class_names and len(d.class_names) < 2:
+            reason = f"it has one class ({d.class_names[0]!r}): every image would be right"
         elif probe_classes or choose_C:
-            reason = probe_shortfall(d.train.labels, self.cfg.few_shot_k if choose_C else None)
+            reason = self.probe_shortfall(self.cfg.few_shot_k if choose_C else None)
         if not reason and captions:
             reason = captions_missing(d.test)
         if reason:
             raise TaskSkipped(task, d.name, reason)
+
+    def probe_shortfall(self, few_shot_k: int | None = None) -> str:
+        """Why the probes cannot run on the data ("" when they can): no training images, too few
+        classes or images in them, no images left for them to score."""
+        train = self.probe_train()
+        if train is None:
+            return NO_PROBE_TRAIN
+        reason = probe_shortfall(train.labels, few_shot_k)
+        if not reason and not len(self.split("probe_test")):
+            reason = ("its test split has one image per class, none left for the probes to score "
+                      "once eval.probe_train_fraction of it trains them")
+        return reason
+
+    @property
+    def num_classes(self) -> int:
+        """The classes a classifier of the data chooses among: its class names, else the labels'."""
+        d = self.data
+        if d.class_names is not None:
+            return len(d.class_names)
+        return 1 + max(int(s.labels.max()) for s in (d.test, d.train) if s is not None and len(s))
+
+    def topk(self, task: str) -> tuple[int, ...]:
+        """The top-k accuracies worth reporting: (1, 5), or (1,) with 5 classes or fewer, where
+        every label is in the top 5 (left out, in one line)."""
+        if self.num_classes > 5:
+            return (1, 5)
+        note(f"{task} on {self.data.name}: acc5 left out, with {self.num_classes} classes every "
+             "label is in the top 5")
+        return (1,)
+
+    def probe_train(self) -> Split | None:
+        """The probes' training images (None: the data has none), its test split divided first
+        when the data asks for that."""
+        return self.split("train") if self.data.probe_division else self.data.train
 
     @property
     def batch_size(self) -> int:
@@ -162,7 +204,7 @@ class Context:
         outputs, filled, kept, skipped = None, 0, [], []
         batches = image_batches(images, self.em.images, self.em.preprocess, self.batch_size,
                                 self.cfg.num_workers)
-        for batch in tqdm(batches, desc=desc, total=batch_count(images, self.batch_size),
+        for batch in progress_bar(batches, desc=desc, total=batch_count(images, self.batch_size),
                           leave=False, disable=not self.progress):
             skipped += batch.skipped
             if batch.images is None:
@@ -200,7 +242,19 @@ class Context:
             return torch.cat([head(f if device is None else f.to(device)).float().cpu()
                               for f in features.split(self.batch_size)])
 
+    def _divide(self) -> None:
+        """The probes' training and test images as rows of the embedded test split."""
+        test, d = self._encoded_split("test"), self.data
+        train_rows, test_rows = stratified_split(d.test.labels, 1 - d.probe_division, DIVISION_SEED)
+        d.train, d.probe_test = d.test.take(train_rows), d.test.take(test_rows)
+        for name, rows in (("train", train_rows), ("probe_test", test_rows)):
+            self._encoded[name] = Encoded(None, test.embeds[rows], test.features[rows], [])
+
     def _encoded_split(self, name: str) -> Encoded:
+        if name not in self._encoded and self.data.probe_division and name in ("train", "probe_test"):
+            self._divide()
+        elif name == "probe_test" and name not in self._encoded:  # the probes score the test split
+            self._encoded[name] = self._encoded_split("test")
         if name not in self._encoded:
             split: Split = getattr(self.data, name)
             done = self.store.get(split.key) if split.key else None
@@ -228,6 +282,8 @@ class Context:
     def split(self, name: str) -> Split:
         """The split, embedded (its unreadable images dropped)."""
         self._encoded_split(name)
+        if name == "probe_test" and self.data.probe_test is None:
+            return self.data.test
         return getattr(self.data, name)
 
     def embeds(self, name: str) -> torch.Tensor:
@@ -270,4 +326,4 @@ class Context:
         return self._once[fn]
 
     def bar(self, items, desc: str):
-        return tqdm(items, desc=desc, leave=False, disable=not self.progress)
+        return progress_bar(items, desc=desc, leave=False, disable=not self.progress)

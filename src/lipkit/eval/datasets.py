@@ -36,7 +36,7 @@ from lipkit.config import DataConfig, EvalConfig
 from lipkit.data.builtins import BUILTIN_SOURCES
 
 from .errors import EvalError
-from .splits import EvalData, Split
+from .splits import EvalData, Split, limit_of
 from .templates import class_prompts, load_prompts
 from .user_data import open_user_dataset
 
@@ -68,7 +68,8 @@ def fashion_mnist(cfg: EvalConfig, train_templates: Sequence[str], seed: int = 0
                             f"back, but its data.train_limit is {train_limit}: train with data.train_limit "
                             f"below {len(train_labels)}")
         held_back = slice(train_limit, None)
-    n_train = min(cfg.linear_train_limit or len(train_labels), held_back.start or len(train_labels))
+    n_train = min(limit_of(cfg, "linear_train_limit", by_path=False) or len(train_labels),
+                  held_back.start or len(train_labels))
     train_pairs = FashionMNISTPairs("train", templates=list(train_templates), seed=seed,
                                     limit=n_train, class_names=names)
     train_caps = [train_pairs.caption(i) for i in range(n_train)]
@@ -125,8 +126,9 @@ def tuxpaint(cfg: EvalConfig, seed: int = 0) -> EvalData:
     train_items, holdout = split(items=load_tuxpaint())
     if cfg.test_limit:
         holdout = holdout[:cfg.test_limit]
-    if cfg.linear_train_limit:
-        train_items = train_items[:cfg.linear_train_limit]
+    n_train = limit_of(cfg, "linear_train_limit", by_path=False)
+    if n_train:
+        train_items = train_items[:n_train]
     cartoon_categories = {it.category for it in holdout if it.style == "cartoon"}
     photos = [it for it in holdout if it.style == "photo" and it.category in cartoon_categories]
     cartoons = [it for it in holdout if it.style == "cartoon"]

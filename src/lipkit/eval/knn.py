@@ -81,15 +81,16 @@ def evaluate_features(train_features, train_labels, test_features, test_labels, 
 
 def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
              ) -> list[TaskResult]:
-    """Weighted kNN of `data`'s test features among its training features (the linear probe's
-    features; eval.knn_k neighbours, eval.knn_temperature): one knn_classification result,
-    {"acc1", "acc5", "mean_per_class_recall", "k", "temperature", "features"}. Needs labels, two
-    classes or more in the training set."""
+    """Weighted kNN of the probes' test features (`linear`'s) among their training features
+    (eval.knn_k neighbours, eval.knn_temperature): one knn_classification result, {"acc1",
+    "acc5" (more than 5 classes), "mean_per_class_recall", "k", "temperature", "features",
+    "images"}. Needs labels, two classes or more in the training set."""
     ctx = Context.of(model, data, cache, settings)
     ctx.require("knn", labels=True, probe_classes=True)
     c = ctx.cfg
-    metrics = evaluate_features(ctx.features("train"), ctx.data.train.labels, ctx.features("test"),
-                                ctx.data.test.labels, k=c.knn_k, temperature=c.knn_temperature,
-                                chunk_size=c.chunk_size)
-    metrics.update(k=c.knn_k, temperature=c.knn_temperature, features=ctx.feature_kind)
+    train, test = ctx.split("train"), ctx.split("probe_test")
+    metrics = evaluate_features(ctx.features("train"), train.labels, ctx.features("probe_test"),
+                                test.labels, k=c.knn_k, temperature=c.knn_temperature,
+                                topk=ctx.topk("knn"), chunk_size=c.chunk_size)
+    metrics.update(k=c.knn_k, temperature=c.knn_temperature, features=ctx.feature_kind, images=len(test))
     return [TaskResult(ctx.data.name, KNN_CLASSIFICATION, metrics)]

@@ -221,6 +221,30 @@ def _has_shards(folder: Path) -> bool:
     return any(folder.glob("*.tar"))
 
 
+def _one_layout(folder: Path, dirs: list[Path]) -> None:
+    """An EvalError naming both when `folder` holds WebDataset shards and also `dirs` (class or
+    split folders): which of the two is the dataset would be a guess."""
+    shard = next(iter(sorted(folder.glob("*.tar"))), None)
+    if shard is not None and dirs:
+        raise EvalError(f"{folder}: two layouts in one folder, WebDataset shards ({shard.name}) and "
+                        f"folders of images ({dirs[0].name}/); move one of them away")
+
+
+def _check_one_layout(path: Path, splits: dict[str, Path]) -> None:
+    """Shards and class folders are never mixed: at the top, within a split, or across splits."""
+    def folders(folder: Path) -> list[Path]:
+        return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+    _one_layout(path, folders(path))
+    for folder in splits.values():
+        _one_layout(folder, folders(folder))
+    sharded = [s for s, d in splits.items() if _has_shards(d)]
+    foldered = [s for s, d in splits.items() if folders(d)]
+    if sharded and foldered:
+        raise EvalError(f"{path}: two layouts in one dataset, WebDataset shards in {sharded[0]}/ and "
+                        f"class folders in {foldered[0]}/; give both splits one layout")
+
+
 # ----------------------------------------------------------------------------- any layout
 def _named(spec: str) -> tuple[str, str]:
     """("", spec), or (NAME, PATH) for "NAME=PATH" when spec itself names nothing on disk."""
@@ -247,6 +271,7 @@ def read_layout(spec: str, cfg: EvalConfig) -> RawDataset:
     caption_field = cfg.caption_columns[0] if cfg.caption_columns else "caption"
     if path.is_dir():
         dirs = _split_dirs(path)
+        _check_one_layout(path, dirs)
         if any(_has_shards(d) for d in dirs.values()):
             data = RawDataset(_wds_name(path), path, _split(
                 dirs, lambda d: _shards(_shard_list(d), caption_field)))

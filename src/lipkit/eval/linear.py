@@ -22,6 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
+from . import adamw_probe
 from .context import Context
 from .metrics import classification_metrics
 from .adapter import EvalModel
@@ -111,6 +112,11 @@ class LinearProbe:
     num_classes: int
     dim: int
 
+    @property
+    def settings(self) -> dict:
+        """How it was fitted, for the record."""
+        return {"best_C": self.best_C}
+
     def scores(self, features) -> torch.Tensor:
         """Logits [N, num_classes]; classes never seen in training score -inf."""
         x = _features(features, "features")
@@ -190,23 +196,32 @@ def evaluate_features(train_features, train_labels, test_features, test_labels, 
     return metrics
 
 
-def train_probe(ctx: Context) -> LinearProbe:
-    """The probe on the context's training features; `ctx.once(train_probe)` fits it once for
-    the linear and OOD tasks."""
-    return fit(ctx.features("train"), ctx.data.train.labels, seed=ctx.em.seed, few_shot_k=ctx.cfg.few_shot_k)
+def train_probe(ctx: Context) -> LinearProbe | adamw_probe.AdamWProbe:
+    """The probe on the context's training features (eval.linear_solver: lipkit's, or
+    CLIP_benchmark's); `ctx.once(train_probe)` fits it once for the linear and OOD tasks."""
+    c = ctx.cfg
+    if c.linear_solver == "adamw":
+        a = c.adamw
+        return adamw_probe.fit(ctx.features("train"), ctx.split("train").labels, lr=a.lr, epochs=a.epochs,
+                               batch_size=a.batch_size, weight_decay=a.weight_decay, seed=ctx.em.seed,
+                               few_shot_k=c.few_shot_k)
+    return fit(ctx.features("train"), ctx.split("train").labels, seed=ctx.em.seed, few_shot_k=c.few_shot_k)
 
 
 def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
              ) -> list[TaskResult]:
-    """The probe fitted on `data`'s training features and scored on its test features: one
-    linear_probe result, {"acc1", "acc5", "mean_per_class_recall", "best_C", "features",
-    "few_shot_k", "train_samples"}. The features are the pooled tower outputs ("pre") when
-    eval.features is pre and the model exposes them, else the embeddings ("post"). Needs labels,
-    two classes or more to train on."""
+    """The probe fitted on `data`'s training features and scored on the probes' test features
+    (the test split, or the part of it the probes do not train on): one linear_probe result,
+    {"acc1", "acc5" (more than 5 classes), "mean_per_class_recall", "best_C" (or with
+    eval.linear_solver adamw, CLIP_benchmark's probe: "solver", "lr", "epochs", "batch_size",
+    "weight_decay"), "features", "few_shot_k", "train_samples", "images"}. The features are the pooled tower outputs ("pre")
+    when eval.features is pre and the model exposes them, else the embeddings ("post"). Needs
+    labels, two classes or more to train on."""
     ctx = Context.of(model, data, cache, settings)
-    ctx.require("linear", labels=True, choose_C=True)
+    ctx.require("linear", labels=True, probe_classes=True, choose_C=ctx.cfg.linear_solver == "lbfgs")
     probe = ctx.once(train_probe)
-    metrics = probe.evaluate(ctx.features("test"), ctx.data.test.labels)
-    metrics.update(best_C=probe.best_C, features=ctx.feature_kind, few_shot_k=ctx.cfg.few_shot_k,
-                   train_samples=len(ctx.data.train))
+    test = ctx.split("probe_test")
+    metrics = probe.evaluate(ctx.features("probe_test"), test.labels, ctx.topk("linear"))
+    metrics.update(probe.settings, features=ctx.feature_kind, few_shot_k=ctx.cfg.few_shot_k,
+                   train_samples=len(ctx.data.train), images=len(test))
     return [TaskResult(ctx.data.name, LINEAR_PROBE, metrics)]

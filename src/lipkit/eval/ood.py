@@ -206,22 +206,25 @@ def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, 
              ) -> list[TaskResult]:
     """Zero-shot (with class names) and linear-probe accuracy under shift, one ood_classification
     result per kind of shift the data has: `<name>-c`, eval.ood_corruptions x eval.ood_severities
-    of the first eval.ood_limit test images (none with no corruptions); `<name>-style`, Tux Paint
-    photos -> cartoons; `<name>-shift`, the test images against `data.shift`. The probe is the
-    linear task's. Needs labels, two classes or more to train the probe on."""
+    of the first eval.ood_limit of the probes' test images (none with no corruptions);
+    `<name>-style`, Tux Paint photos -> cartoons; `<name>-shift`, the probes' test images against
+    `data.shift`. The probe is the linear task's. Needs labels, two classes or more to train the
+    probe on."""
     ctx = Context.of(model, data, cache, settings)
-    ctx.require("ood", labels=True, choose_C=True)
+    ctx.require("ood", labels=True, probe_classes=True, choose_C=ctx.cfg.linear_solver == "lbfgs")
     c, d, em = ctx.cfg, ctx.data, ctx.em
     if c.ood_corruptions:  # none: the shifted datasets alone
         check_corruptions(c.ood_corruptions, c.ood_severities)
-    names = d.class_names  # without class names: the probe alone
+    # without two class names or more: the probe alone
+    names = d.class_names if d.class_names is not None and len(d.class_names) > 1 else None
     common = dict(probe=ctx.once(train_probe), encode=ctx.encode, batch_size=ctx.batch_size)
     prompts = (names, d.templates if names is not None else None)
     results = []
+    clean = ctx.split("probe_test")  # the images the probe did not train on
     if c.ood_corruptions:
-        rows = d.subset(ctx.split("test"), c.ood_limit)
-        split = d.test.take(rows)
-        metrics = shift_metrics(em.model, em.tokenize, (("test", rows), split.labels),  # clean: embedded already
+        rows = d.subset(clean, c.ood_limit)
+        split = clean.take(rows)
+        metrics = shift_metrics(em.model, em.tokenize, (("probe_test", rows), split.labels),  # embedded already
                                 _Corrupted(ctx, split), *prompts,
                                 progress=lambda xs: ctx.bar(xs, "ood: corruptions"), **common)
         metrics.update(images=len(split), features=ctx.feature_kind)
@@ -234,12 +237,12 @@ def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, 
                               {"cartoon": (cartoons.images, cartoons.labels)}, *prompts, **common)
         style.update(photos=len(photos), cartoons=len(cartoons), features=ctx.feature_kind)
         results.append(TaskResult(f"{d.name}-style", OOD_CLASSIFICATION, style))
-    if d.shift is not None:  # the whole test split against the whole shifted set
+    if d.shift is not None:  # the probes' whole test set against the whole shifted set
         shifted = ctx.split("shift")
         key = d.shift_name.replace("/", "_")
-        shift = shift_metrics(em.model, em.tokenize, ("test", ctx.split("test").labels),
+        shift = shift_metrics(em.model, em.tokenize, ("probe_test", clean.labels),
                               {key: ("shift", shifted.labels)}, *prompts, **common)
-        shift.update(images=len(d.test), shifted_images=len(shifted), shift_dataset=d.shift_name,
+        shift.update(images=len(clean), shifted_images=len(shifted), shift_dataset=d.shift_name,
                      features=ctx.feature_kind)
         results.append(TaskResult(f"{d.name}-shift", OOD_CLASSIFICATION, shift))
     return results

@@ -26,12 +26,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .context import Context
+from .context import Context, note
+from .errors import TaskSkipped
 from .metrics import cosine_scores, unit_rows
 from .adapter import EvalModel
 from .registry import ZEROSHOT_RETRIEVAL
 from .results import TaskResult
-from .splits import EvalData
+from .splits import EvalData, limit_of
 
 DEFAULT_RECALL_AT = (1, 5, 10)
 RECALL_CURVE_MAX_K = 50
@@ -161,6 +162,22 @@ def rank_metrics(image_to_text: np.ndarray, text_to_image: np.ndarray,
     return metrics
 
 
+def _without_certain_hits(metrics: dict[str, float], galleries: dict[str, int], dataset: str) -> dict[str, float]:
+    """`metrics` without the recalls that cannot miss (R@k with k >= the gallery's size) and the
+    median rank of a one-item gallery, left out in one line."""
+    said, dropped = [], set()
+    for direction, size in galleries.items():
+        certain = [k for k in metrics if k.startswith(direction) and (
+            k.endswith("median_rank") and size < 2 or "@" in k and int(k.rsplit("@", 1)[1]) >= size)]
+        if certain:
+            what = "images" if direction == "image_retrieval" else "distinct captions"
+            said.append(f"{', '.join(certain)} ({size} {what})")
+        dropped.update(certain)
+    if said:
+        note(f"retrieval on {dataset}: left out {'; '.join(said)}: no rank can exceed the gallery")
+    return {k: v for k, v in metrics.items() if k not in dropped}
+
+
 def recall_curve(ranks_: np.ndarray, max_k: int) -> list[float]:
     """R@1 .. R@max_k (for plotting)."""
     counts = np.bincount(np.minimum(ranks_, max_k + 1) - 1, minlength=max_k + 1)[:max_k]
@@ -180,18 +197,27 @@ def flatten_captions(captions_per_image: Sequence[Sequence[str]]) -> tuple[list[
 
 def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
              ) -> list[TaskResult]:
-    """Retrieval among `data`'s test images (the first eval.retrieval_limit) and all their
-    captions: one zeroshot_retrieval result, R@1/5/10 both ways, both median ranks, and how many
-    images, texts and distinct texts; details: the recall curves to R@50. Needs a caption for
-    every image."""
+    """Retrieval among `data`'s test images (all of a set given by path, as CLIP_benchmark does;
+    eval.retrieval_limit of them when set, or of a built-in set) and all their captions: one
+    zeroshot_retrieval result, R@1/5/10 both ways, both median ranks, and how many images, texts
+    and distinct texts; details: the recall curves to R@50. A recall that cannot miss (k at
+    least the gallery: the images for text -> image, the distinct captions for image -> text) is
+    left out, in one line. Needs a caption for every image."""
     ctx = Context.of(model, data, cache, settings)
     ctx.require("retrieval", captions=True)
-    picked = ctx.data.subset(ctx.split("test"), ctx.cfg.retrieval_limit)
-    split, image_embeds = ctx.data.test.take(picked), ctx.embeds("test")[picked]
+    d, test = ctx.data, ctx.split("test")
+    limit = limit_of(ctx.cfg, "retrieval_limit", d.by_path)
+    picked = d.subset(test, limit)
+    if d.by_path and len(picked) < len(test):
+        note(f"retrieval on {d.name}: {len(picked)} of its {len(test)} test images (eval.retrieval_limit={limit})")
+    split, image_embeds = test.take(picked), ctx.embeds("test")[picked]
     texts, text_image = flatten_captions(split.captions)
+    galleries = {"image_retrieval": len(split), "text_retrieval": len(set(texts))}
+    if max(galleries.values()) < 2:
+        raise TaskSkipped("retrieval", d.name, "its gallery is one image and one caption: every rank is 1")
     text_embeds = ctx.embed_texts(texts)
     i2t, t2i = retrieval_ranks(image_embeds, text_embeds, text_image, texts, chunk_size=ctx.cfg.chunk_size)
-    metrics = rank_metrics(i2t, t2i)
+    metrics = _without_certain_hits(rank_metrics(i2t, t2i), galleries, d.name)
     metrics.update(images=len(split), texts=len(texts), distinct_texts=len(set(texts)))
     details = {"text_retrieval_recall_curve": recall_curve(i2t, RECALL_CURVE_MAX_K),
                "image_retrieval_recall_curve": recall_curve(t2i, RECALL_CURVE_MAX_K)}

@@ -1,7 +1,7 @@
 """What an evaluation reads: an `EvalData` (one dataset as the tasks see it) made of `Split`s,
-and the stratified division of labelled images that both the dataset readers (one labelled split
-divided for the probes) and the linear probe (its validation split for C) use. Below every task
-and every dataset reader."""
+the stratified division of labelled images that both the probes' division of a test split (done
+by the tasks' Context, when asked) and the linear probe (its validation split for C) use, and how
+many images an eval.*_limit reads (`limit_of`). Below every task and every dataset reader."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,6 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lipkit.config import EvalConfig
+
+from .errors import EvalError
 from .images import ImageFiles, Images
 
 
@@ -55,10 +58,20 @@ class EvalData:
     test_split: str | None = None  # which images are the test set
     probe_train: str | None = None  # which images train the probes
     skipped: dict[str, list[tuple[str, str]]] | None = None  # unusable images, per split
+    # > 0: the probes divide the test split, this share of each class training them and the rest
+    # (`probe_test`) being what they score; the tasks' Context divides it once it is embedded.
+    probe_division: float = 0.0
+    probe_test: Split | None = None  # the probes' test images, when not the whole test split
+    probe_test_split: str | None = None  # ... in words, for the records
 
     @property
     def has_labels(self) -> bool:
         return self.test.labels is not None
+
+    @property
+    def by_path(self) -> bool:
+        """Opened by path (read whole unless a limit is set), not a built-in set."""
+        return self.test_split is not None
 
     def subset(self, split: Split, n: int) -> np.ndarray:
         """Positions of `n` images of `split` for a task that reads fewer (all for n = 0): the
@@ -67,6 +80,22 @@ class EvalData:
         if self.test_split is None or not n or n >= len(split):
             return np.arange(min(n or len(split), len(split)))
         return spread(len(split), n)
+
+
+DIVISION_SEED = 0  # every model sees the same division of a split
+# What a built-in set reads when eval.<limit> is unset (None); a set given by path is read whole.
+BUILTIN_LIMITS = {"linear_train_limit": 10_000, "retrieval_limit": 1_000}
+
+
+def limit_of(cfg: EvalConfig, name: str, by_path: bool) -> int:
+    """eval.<name> (a `BUILTIN_LIMITS` key) as a number of images, 0 for all: when unset, all of
+    a set given by path (as CLIP_benchmark reads it) and the built-in default otherwise."""
+    value = getattr(cfg, name)
+    if value is None:
+        return 0 if by_path else BUILTIN_LIMITS[name]
+    if value < 0:
+        raise EvalError(f"eval.{name}: must be >= 0 (0 or null: all images), got {value}")
+    return value
 
 
 def spread(size: int, n: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from scipy.stats import spearmanr
 
 from . import linear
-from .context import Context, captions_missing, note, probe_shortfall
+from .context import NO_PROBE_TRAIN, Context, captions_missing, note, probe_shortfall
 from .errors import EvalError
 from .features import embed_texts
 from .adapter import EvalModel
@@ -110,12 +110,16 @@ def caption_probe(model, tokenize, train_captions: Sequence[str], train_labels,
     return {f"caption_probe_{k}": v for k, v in metrics.items()}
 
 
-def _caption_probe_skip(d: EvalData) -> str:
-    if not d.has_labels:
+def _caption_probe_skip(ctx: Context) -> str:
+    if not ctx.data.has_labels:
         return "it has no labels"
-    return (captions_missing(d.test)
-            or (captions_missing(d.train) and f"its probe training set: {captions_missing(d.train)}")
-            or probe_shortfall(d.train.labels, few_shot_k=0))
+    train = ctx.probe_train()
+    if train is None:
+        return NO_PROBE_TRAIN
+    test = ctx.split("probe_test")
+    return (captions_missing(test)
+            or (captions_missing(train) and f"its probe training set: {captions_missing(train)}")
+            or probe_shortfall(train.labels, few_shot_k=0))
 
 
 def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
@@ -132,14 +136,15 @@ def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, 
         pairs, name = read_word_pairs(wordsim353_path()), "wordsim353"
     results = [TaskResult(name, WORD_SIMILARITY, wordsim_spearman(
         em.model, em.tokenize, pairs, batch_size=ctx.batch_size))]
-    reason = _caption_probe_skip(d)
+    reason = _caption_probe_skip(ctx)
     if reason:
         note(f"caption probe on {d.name}: skipped, {reason}")
         return results
     pre = c.features == "pre" and em.text_features is not None
-    probe = caption_probe(em.model, em.tokenize, d.train.caption, d.train.labels,
-                          d.test.caption, d.test.labels, batch_size=ctx.batch_size,
+    train, test = ctx.split("train"), ctx.split("probe_test")
+    probe = caption_probe(em.model, em.tokenize, train.caption, train.labels,
+                          test.caption, test.labels, batch_size=ctx.batch_size,
                           feature_fn=em.text_features if pre else None, seed=em.seed)
-    probe["features"] = "pre" if pre else "post"
+    probe.update(features="pre" if pre else "post", train_captions=len(train.caption), captions=len(test.caption))
     results.append(TaskResult(d.name, CAPTION_PROBE, probe))
     return results

@@ -9,10 +9,12 @@ templates, label indices and splits.
   `{c}` or `{}` standing for the class name), the `templates` of `eval.prompts_path`,
   `GENERIC_TEMPLATES`. Both files are looked for in the dataset's folder (a table's folder).
 - Labels: an index must name a class (0 <= i < number of classes), a name must be in the list.
-- Splits: the dataset's train and test splits when it has both. One labelled split is divided
-  per class: `eval.probe_train_fraction` trains the probes and the rest is the test set of
-  every task, drawn with a fixed seed so that every model sees the same division. One
-  unlabelled split is all test set.
+- Splits (CLIP_benchmark's protocol): the dataset's test split is what zero-shot and retrieval
+  score, whole; the probes train on its train split. A dataset with one split is all test split;
+  its probes train on `--dataset-train`, or, only when `eval.probe_train_fraction` asks for it,
+  on that share of each class of the test split (a fixed seed: every model sees the same
+  division), and then score the rest of it. The tasks' `Context` divides the split once it is
+  embedded, so its images are embedded once.
 """
 from __future__ import annotations
 
@@ -25,14 +27,13 @@ from lipkit.config import EvalConfig
 from .errors import EvalError
 from .images import ImageFiles
 from .layouts import RawDataset, RawSplit, read_layout
-from .splits import EvalData, Split, stratified_split
+from .splits import DIVISION_SEED, EvalData, Split
 from .templates import class_prompts, load_prompts
 
 CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "zeroshot_classification_templates.txt"
 GENERIC_TEMPLATES = ["a photo of a {c}.", "a photo of the {c}.", "a picture of a {c}.",
                      "an image of a {c}.", "a drawing of a {c}."]
-SPLIT_SEED = 0
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -153,18 +154,13 @@ def open_user_dataset(spec: str, cfg: EvalConfig, divide: bool = True) -> EvalDa
         return dataset(given["train"], given["test"], "test", "train",
                        {k: list(s.skipped) for k, s in raw.splits.items()})
     (whole,) = given.values()
-    skipped = {"test": list(splits[0].skipped)}
-    if not labelled or not divide:
-        return dataset(None, whole, "all images", None, skipped)
+    data = dataset(None, whole, "all images", None, {"test": list(splits[0].skipped)})
     fraction = cfg.probe_train_fraction
-    if not 0 < fraction < 1:
-        raise EvalError(f"eval.probe_train_fraction: must lie in (0, 1), got {fraction}")
-    train, test = stratified_split(whole.labels, 1 - fraction, SPLIT_SEED)
-    if len(test) == 0:
-        raise EvalError(f"{spec}: too few images per class to hold out a test set (one split, "
-                        "no class with two images); give it train and test splits")
-    how = f"stratified by class, seed {SPLIT_SEED}"
-    return dataset(whole.take(train, f"{whole.key}[{fraction:g} train]"),
-                   whole.take(test, f"{whole.key}[{fraction:g} test]"),
-                   f"the other {1 - fraction:.0%} of the images ({how})",
-                   f"{fraction:.0%} of the images ({how})", skipped)
+    if not 0 <= fraction < 1:
+        raise EvalError(f"eval.probe_train_fraction: must lie in [0, 1) (0: no division), got {fraction}")
+    if labelled and divide and fraction:
+        how = f"stratified by class, seed {DIVISION_SEED}"
+        data.probe_division = fraction
+        data.probe_train = f"{fraction:.0%} of the images ({how})"
+        data.probe_test_split = f"the other {1 - fraction:.0%} of the images ({how})"
+    return data

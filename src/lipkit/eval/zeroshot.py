@@ -38,12 +38,15 @@ def zeroshot_classifier(model, tokenize, classnames: Sequence[str],
 
 def evaluate(model: EvalModel, data: EvalData, *, cache: Context | None = None, **settings
              ) -> list[TaskResult]:
-    """Zero-shot classification of `data`'s test images by its class names and templates: one
-    zeroshot_classification result, {"acc1", "acc5", "mean_per_class_recall"}; the scores are
-    image_embeds @ classifier.T, both sides L2-normalised. Needs labels and class names."""
+    """Zero-shot classification of `data`'s whole test split by its class names and templates:
+    one zeroshot_classification result, {"acc1", "acc5" (with more than 5 classes),
+    "mean_per_class_recall", "images"}; the scores are image_embeds @ classifier.T, both sides
+    L2-normalised. Needs labels and two class names or more."""
     ctx = Context.of(model, data, cache, settings)
     ctx.require("zeroshot", labels=True, class_names=True)
     em, d = ctx.em, ctx.data
     classifier = zeroshot_classifier(em.model, em.tokenize, d.class_names, d.templates, ctx.batch_size)
-    metrics = classification_metrics(ctx.embeds("test") @ classifier.T, d.test.labels)
+    test = ctx.split("test")
+    metrics = classification_metrics(ctx.embeds("test") @ classifier.T, test.labels, ctx.topk("zeroshot"))
+    metrics["images"] = len(test)
     return [TaskResult(d.name, ZEROSHOT_CLASSIFICATION, metrics)]

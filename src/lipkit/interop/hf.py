@@ -10,17 +10,28 @@ to read a model in.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from lipkit.config import ModelConfig, TextConfig, VisionConfig
 from lipkit.data.transforms import ImageTransform
 from lipkit.files import write_json
+from lipkit.runs.directory import write_tensors
 from lipkit.tokenizer import Tokenizer
 
-from .layout import InteropError, Rule, affine, per_block, rename, rgb_normalisation, text_pooling, unbatched
+from .layout import (
+    InteropError,
+    Rule,
+    affine,
+    per_block,
+    pickled_weights_refused,
+    rename,
+    rgb_normalisation,
+    text_pooling,
+    unbatched,
+)
 from .agreement import Foreign, Target
 
 FORMAT = "hf"
@@ -107,7 +118,7 @@ def write(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer
           preprocess: ImageTransform) -> None:
     log_scale = float(state["logit_scale"])
     write_json(out / "config.json", model_config(cfg, tokenizer, log_scale), indent=2)
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    write_tensors(state, out / "model.safetensors", metadata={"format": "pt"})
     write_tokenizer(tokenizer, out)
     mean, std = rgb_normalisation(preprocess)
     processor = {
@@ -121,6 +132,9 @@ def write(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer
 
 
 def _transformers():
+    from .gateway import prepare_torchvision
+
+    prepare_torchvision()  # transformers' CLIP classes import torchvision where it is installed (.venv-peer)
     try:
         import transformers
     except ImportError as e:
@@ -139,6 +153,8 @@ def _loaded(path: Path, load):
     """`load()`, with transformers' complaint about a missing or unreadable file as one line."""
     try:
         return load()
+    except pickle.UnpicklingError as e:  # refused by torch.load(weights_only=True): no code ran
+        raise pickled_weights_refused(f"hf:{path}", e) from None
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InteropError(f"hf:{path}: transformers cannot load it: {first}") from None

@@ -9,14 +9,15 @@ lipkit.interop.gateway (its torchvision shim), in the environment that has it (.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from lipkit.config import ModelConfig, TextConfig, VisionConfig
 from lipkit.data.transforms import ImageTransform
 from lipkit.files import write_json
+from lipkit.runs.directory import write_tensors
 from lipkit.tokenizer import Tokenizer
 
 from .agreement import Foreign, Target
@@ -27,6 +28,7 @@ from .layout import (
     Rule,
     affine,
     per_block,
+    pickled_weights_refused,
     rename,
     rgb_normalisation,
     text_pooling,
@@ -93,7 +95,7 @@ def model_config(cfg: ModelConfig, tokenizer: Tokenizer, preprocess: ImageTransf
 def write(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer: Tokenizer,
           preprocess: ImageTransform) -> None:
     write_json(out / CONFIG_FILE, model_config(cfg, tokenizer, preprocess), indent=2)
-    save_file(state, str(out / WEIGHTS_FILE))
+    write_tensors(state, out / WEIGHTS_FILE)
     write_tokenizer(tokenizer, out)
 
 
@@ -169,6 +171,8 @@ def read(spec: str) -> Foreign:
     _check_config(model_cfg, spec)
     try:
         model, _, _ = open_clip.create_model_and_transforms(name, pretrained=weights or None)
+    except pickle.UnpicklingError as e:  # refused by torch.load(weights_only=True): no code ran
+        raise pickled_weights_refused(f"open_clip:{spec}", e) from None
     except RuntimeError as e:
         raise InteropError(f"open_clip:{spec}: {str(e).splitlines()[0]}") from None
     if type(model).__name__ != "CLIP":

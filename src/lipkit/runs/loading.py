@@ -2,8 +2,10 @@
 
 SPEC is a lipkit directory: a run directory, one of its checkpoints (`RUN/checkpoints/step-N`),
 or a model written by `lipkit import` (a run directory too). `preprocess` is the run's evaluation
-transform (PIL image -> model-ready tensor), the same object `lipkit eval` applies; `tokenizer`
-maps a list of strings to token ids [B, context_length].
+transform (a PIL image or an image file -> model-ready tensor), the same object `lipkit eval`
+applies, and it reads the pixels as training and evaluation do (`data.images.flatten_image`:
+EXIF orientation, 16-bit grey, transparency onto white), so `preprocess(Image.open(p))` embeds
+as `lipkit eval` does; `tokenizer` maps a list of strings to token ids [B, context_length].
 
     import lipkit
     model, preprocess, tokenizer = lipkit.load("runs/clip")
@@ -16,10 +18,16 @@ Underneath: `load_model` (the model alone), `load_run` (model, tokenizer, config
 """
 from __future__ import annotations
 
+import dataclasses
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from PIL import Image
+
 from lipkit.config import RunConfig
+from lipkit.data.images import flatten_image, open_image
 from lipkit.data.transforms import ImageTransform
 from lipkit.errors import LipkitError
 from lipkit.models import LIPModel
@@ -33,10 +41,25 @@ class LoadError(LipkitError, ValueError):
     """A spec lipkit.load cannot read, stated in one line."""
 
 
+@dataclass(frozen=True)
+class Preprocess(ImageTransform):
+    """A run's evaluation transform that takes a PIL image or an image file, and reads its pixels
+    as training and `lipkit eval` decode them before transforming."""
+
+    def __call__(self, image: Image.Image | str | Path, rng: random.Random | None = None) -> torch.Tensor:
+        if isinstance(image, (str, Path)):
+            image = open_image(image)
+        elif isinstance(image, Image.Image):
+            image = flatten_image(image)
+        else:
+            raise TypeError(f"preprocess takes a PIL image or an image file, got {type(image).__name__}")
+        return super().__call__(image, rng)
+
+
 @dataclass
 class LoadedModel:
     model: LIPModel  # in eval mode
-    preprocess: ImageTransform  # PIL image -> [C, H, W]
+    preprocess: Preprocess  # PIL image or image file -> [C, H, W]
     tokenizer: Tokenizer
     config: RunConfig
     path: Path
@@ -64,7 +87,7 @@ def load_run(run_dir: str | Path) -> tuple[LIPModel, Tokenizer, RunConfig]:
     return model, Tokenizer.load(tok_path), cfg
 
 
-def image_transform(cfg: RunConfig) -> ImageTransform:
+def image_transform(cfg: RunConfig) -> Preprocess:
     """The evaluation transform of a run: resize the shorter side, centre crop, and normalise as
     the run's training images were (data.normalization)."""
     from lipkit.data import fashion_mnist
@@ -72,8 +95,9 @@ def image_transform(cfg: RunConfig) -> ImageTransform:
 
     v = cfg.model.vision
     if cfg.data.normalization == "fashion-mnist":
-        return ImageTransform(v.image_size, (fashion_mnist.MEAN,), (fashion_mnist.STD,))
-    return transform_from_config(cfg.data, v, train=False)  # data.image_mean / image_std
+        return Preprocess(v.image_size, (fashion_mnist.MEAN,), (fashion_mnist.STD,))
+    t = transform_from_config(cfg.data, v, train=False)  # data.image_mean / image_std
+    return Preprocess(**{f.name: getattr(t, f.name) for f in dataclasses.fields(t)})
 
 
 def load_directory(path: str | Path) -> LoadedModel:
@@ -83,7 +107,7 @@ def load_directory(path: str | Path) -> LoadedModel:
     return LoadedModel(model, image_transform(cfg), tokenizer, cfg, path)
 
 
-def load(spec: str | Path) -> tuple[LIPModel, ImageTransform, Tokenizer]:
+def load(spec: str | Path) -> tuple[LIPModel, Preprocess, Tokenizer]:
     """(model, preprocess, tokenizer) of a lipkit directory; see the module docstring."""
     if str(spec).startswith(FOREIGN_PREFIXES):
         raise LoadError(f"{spec}: lipkit.load reads lipkit directories; convert it first with "
