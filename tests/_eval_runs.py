@@ -12,7 +12,7 @@ import torch
 
 from lipkit.cli import main
 from lipkit.config import load_config
-from lipkit.eval.registry import TASKS
+from lipkit.eval.registry import DEFAULT_TASKS
 from lipkit.train import train
 
 TRAIN = ["train.steps=3", "train.batch_size=64", "train.warmup_steps=1", "train.log_every_steps=1",
@@ -34,7 +34,7 @@ def _have_eval_extra() -> bool:
 
 HAVE_EVAL_EXTRA = _have_eval_extra()
 NEED_EVAL_EXTRA = ("ood", "text")
-ALL_TASKS = ",".join(t for t in TASKS if HAVE_EVAL_EXTRA or t not in NEED_EVAL_EXTRA)
+ALL_TASKS = ",".join(t for t in DEFAULT_TASKS if HAVE_EVAL_EXTRA or t not in NEED_EVAL_EXTRA)
 
 
 @functools.lru_cache(maxsize=None)

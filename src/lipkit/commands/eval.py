@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from lipkit.eval.registry import TASKS, parse_tasks  # without torch: `lipkit --help` stays cheap
+from lipkit.eval.registry import DEFAULT_TASKS, TASKS, parse_tasks  # without torch: `lipkit --help` stays cheap
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,7 +18,14 @@ def run(args: argparse.Namespace) -> int:
         check_writable(Path(args.out).parent, "--out")
     if args.out_dir:
         check_writable(args.out_dir, "--out-dir")
-    out = evaluate_spec(args.model, tasks, overrides=args.set or [],
+    overrides = list(args.set or [])
+    if args.masks:
+        from lipkit.eval.errors import EvalError
+
+        if not Path(args.masks).is_dir():
+            raise EvalError(f"--masks {args.masks}: no such folder")
+        overrides.append(f"eval.emergent.masks={json.dumps(args.masks)}")  # a quoted YAML string
+    out = evaluate_spec(args.model, tasks, overrides=overrides,
                         out_file=Path(args.out) if args.out else None,
                         out_dir=Path(args.out_dir) if args.out_dir else None,
                         progress=not args.quiet, datasets=args.dataset or [],
@@ -42,7 +50,11 @@ def add_parser(sub) -> None:
     p.add_argument("--shift", metavar="PATH_OR_NAME",
                    help="a dataset with the same classes as a shifted test set: the ood task reports "
                         "clean, shifted and drop")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated: {', '.join(TASKS)}")
+    p.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
+                   help=f"comma-separated: {', '.join(TASKS)} (default: all but emergent)")
+    p.add_argument("--masks", metavar="DIR",
+                   help="foreground masks for the emergent task's localisation, one per test image: "
+                        "DIR/<image path>.png, e.g. DIR/cat/0001.png for photos/cat/0001.jpg")
     p.add_argument("--out", help="JSON file: a list of records in CLIP_benchmark's schema "
                                  "(curves and histograms go to FILE.details.json)")
     p.add_argument("--out-dir", help="folder: one CLIP_benchmark JSON per (model, dataset, task)")

@@ -9,7 +9,8 @@ CSV / JSONL readers), `shards` (WebDataset), `stream` (rank × worker splitting,
 `mix` (weighted map-style mixes), `sources` (`open_pairs`, the run's dataset), `builtins` (the
 table of built-in sources: fetch, pairs, evaluation splits, licence), `transforms`, `images` (safe
 decoding), `health` (bad-sample accounting), `feature_cache` (frozen towers), `tuxpaint`,
-`openclipart`, `fashion_mnist`, `debian`, `svg`, `manifest`, `cache`, `convert`.
+`openclipart`, `fashion_mnist`, `debian`, `svg`, `manifest`, `cache`, `convert`, `composites` (cut-outs
+on cluttered backgrounds with known masks).
 
 Nothing here imports models, run directories or loading (tests/test_layering.py). The names below
 are imported when first used, so `lipkit.data.builtins` (and the command line's --help) does not

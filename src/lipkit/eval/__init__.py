@@ -8,7 +8,7 @@
     [result] = zeroshot.evaluate(model, data, batch_size=256)  # result.metrics["acc1"]
     [result] = knn.evaluate(model, data, knn_k=5)
 
-Tasks (`registry.TASKS`): zeroshot, linear, ood, retrieval, knn, text, collapse. `model` bundles
+Tasks (`registry.TASKS`): zeroshot, linear, ood, retrieval, knn, text, collapse, emergent. `model` bundles
 anything with `encode_image` / `encode_text` (lipkit's or open_clip's) with its tokenizer,
 preprocessing and the eval.* settings; `settings` change those for one call. A `TaskResult` is one
 CLIP_benchmark record's dataset, task and metrics (plus curves and histograms for the report);
@@ -35,7 +35,7 @@ _HOMES = {  # name -> the module that defines it
     "result_record": "results", "write_results": "results", "zeroshot_classifier": "zeroshot",
     "TASKS": "registry",  # and each task's module (a name that is its own home):
     "zeroshot": "zeroshot", "linear": "linear", "ood": "ood", "retrieval": "retrieval", "knn": "knn",
-    "text": "text", "collapse": "collapse",
+    "text": "text", "collapse": "collapse", "emergent": "emergent",
 }
 __all__ = sorted(_HOMES)
 __getattr__, __dir__ = lazy_face(__name__, _HOMES)

@@ -22,6 +22,9 @@ KNN_CLASSIFICATION = "knn_classification"
 WORD_SIMILARITY = "word_similarity"
 CAPTION_PROBE = "caption_probe"
 PROTOTYPE_COLLAPSE = "prototype_collapse"
+ATTENTION_LOCALIZATION = "attention_localization"
+PROTOTYPE_GALLERY = "prototype_gallery"
+NEAREST_NEIGHBOURS = "nearest_neighbours"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Task:
     name: str  # the `--tasks` name, and the module of lipkit.eval that runs it
     headline: Mapping[str, tuple[str, ...]]  # record task -> the metrics the printed table shows
     image_splits: tuple[str, ...]  # the data's image splits it reads (embedded before any task runs)
+    by_default: bool = True  # run by `lipkit eval` without --tasks (else only when named)
 
     @property
     def evaluate(self) -> Callable:
@@ -52,7 +56,14 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("collapse", {PROTOTYPE_COLLAPSE: ("image_mutual_information_ratio", "text_mutual_information_ratio",
                                            "image_label_nmi", "text_label_nmi", "argmax_agreement",
                                            "image_distinct_prototypes")}, ("test",)),
+    Task("emergent", {ATTENTION_LOCALIZATION: ("jaccard_mean_map", "jaccard_best_head", "jaccard_rollout",
+                                               "jaccard_gaussian_prior", "jaccard_uniform"),
+                      PROTOTYPE_GALLERY: ("image_purity", "text_purity", "cross_modal_agreement",
+                                          "prototypes_used"),
+                      NEAREST_NEIGHBOURS: ("image_neighbour_precision", "caption_neighbour_precision")},
+         ("test",), by_default=False),
 )}
+DEFAULT_TASKS = [t.name for t in TASKS.values() if t.by_default]
 
 # Short names of metrics in the printed table.
 SHORT_LABELS = {
@@ -67,6 +78,10 @@ SHORT_LABELS = {
     "image_sample_entropy_ratio": "img per-sample H/logK", "argmax_agreement": "img/txt agree",
     "image_distinct_prototypes": "prototypes used", "image_mutual_information_ratio": "img MI ratio",
     "text_mutual_information_ratio": "txt MI ratio", "image_label_nmi": "img NMI", "text_label_nmi": "txt NMI",
+    "jaccard_mean_map": "J heads' mean", "jaccard_best_head": "J best head", "jaccard_rollout": "J rollout",
+    "jaccard_gaussian_prior": "J centred prior", "jaccard_uniform": "J uniform", "image_purity": "img purity",
+    "text_purity": "txt purity", "cross_modal_agreement": "img/txt agree", "prototypes_used": "prototypes used",
+    "image_neighbour_precision": "img→img P@k", "caption_neighbour_precision": "txt→img P@k",
 }
 
 

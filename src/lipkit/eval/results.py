@@ -21,11 +21,12 @@ RECORD_KEYS = ("dataset", "model", "pretrained", "task", "metrics", "language")
 @dataclass
 class TaskResult:
     """One record's dataset, task and metrics, and details for the report (curves, histograms)
-    that do not fit the schema's scalar metrics."""
+    that do not fit the schema's scalar metrics, and files (pictures) by relative path."""
     dataset: str
     task: str
     metrics: dict
     details: dict = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 def _plain(value):
@@ -99,3 +100,13 @@ def details_path(results_file: Path) -> Path:
     `results.details.json`."""
     name = results_file.name[:-5] if results_file.name.endswith(".json") else results_file.name
     return results_file.with_name(name + DETAILS_SUFFIX)
+
+
+FILES_SUFFIX = ".files"
+
+
+def files_path(results_file: Path) -> Path:
+    """The folder of the pictures `results_file`'s records name (`TaskResult.files`):
+    `results.json` -> `results.files/`."""
+    name = results_file.name[:-5] if results_file.name.endswith(".json") else results_file.name
+    return results_file.with_name(name + FILES_SUFFIX)

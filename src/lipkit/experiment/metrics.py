@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lipkit.eval.registry import (
+    ATTENTION_LOCALIZATION,
     CAPTION_PROBE,
     KNN_CLASSIFICATION,
     LINEAR_PROBE,
+    NEAREST_NEIGHBOURS,
     OOD_CLASSIFICATION,
     PROTOTYPE_COLLAPSE,
+    PROTOTYPE_GALLERY,
     WORD_SIMILARITY,
     ZEROSHOT_CLASSIFICATION,
     ZEROSHOT_RETRIEVAL,
@@ -50,6 +53,17 @@ METRICS: dict[str, Metric] = {
     "text_nmi": Metric(PROTOTYPE_COLLAPSE, "text_label_nmi", "text prototype–class NMI"),
     "prototypes_used": Metric(PROTOTYPE_COLLAPSE, "image_distinct_prototypes", "image prototypes used (argmax)"),
     "agreement": Metric(PROTOTYPE_COLLAPSE, "argmax_agreement", "image/text argmax agreement"),
+    # emergent properties (lipkit.eval.emergent): the class token's attention against the object's
+    # mask (Jaccard), the trivial baselines (the same numbers for every run on the same images),
+    # the prototypes' purity, and whether image neighbours share a class
+    "attention_jaccard": Metric(ATTENTION_LOCALIZATION, "jaccard_mean_map", "attention Jaccard, heads' mean"),
+    "attention_best_head": Metric(ATTENTION_LOCALIZATION, "jaccard_best_head", "attention Jaccard, best head"),
+    "attention_gain": Metric(ATTENTION_LOCALIZATION, "jaccard_gain", "attention Jaccard over the better baseline"),
+    "jaccard_prior": Metric(ATTENTION_LOCALIZATION, "jaccard_gaussian_prior", "centred Gaussian Jaccard (baseline)"),
+    "jaccard_uniform": Metric(ATTENTION_LOCALIZATION, "jaccard_uniform", "uniform map Jaccard (baseline)"),
+    "image_purity": Metric(PROTOTYPE_GALLERY, "image_purity", "image prototype purity"),
+    "text_purity": Metric(PROTOTYPE_GALLERY, "text_purity", "caption prototype purity"),
+    "neighbour_precision": Metric(NEAREST_NEIGHBOURS, "image_neighbour_precision", "image neighbours in the class"),
 }
 
 # The page's two tables per dataset.
@@ -58,6 +72,8 @@ TABLE_GROUPS = (
                                      "ood_zeroshot", "ood_linear", "style_zeroshot")),
     ("text and prototypes", ("caption_probe", "wordsim", "image_mi", "text_mi", "image_nmi", "text_nmi",
                              "prototypes_used", "agreement")),
+    ("emergent properties", ("attention_jaccard", "attention_best_head", "attention_gain", "jaccard_prior",
+                             "jaccard_uniform", "image_purity", "text_purity", "neighbour_precision")),
 )
 
 

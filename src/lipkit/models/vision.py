@@ -35,7 +35,13 @@ class VisionTransformer(nn.Module):
         return [[self.patchify, self.cls_token, self.pos_embed, self.norm_pre], *[[b] for b in self.transformer.blocks],
                 [self.norm_post]]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @property
+    def grid(self) -> int:
+        """Patches per side: the patch tokens are a grid x grid raster, row by row."""
+        return self.cfg.image_size // self.cfg.patch_size
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The first block's input [B, 1 + patches, W]: the cls token, then the patches."""
         c, s = self.cfg.channels, self.cfg.image_size
         if images.ndim != 4 or images.shape[1:] != (c, s, s):
             raise ValueError(f"image tower expects images of shape [B, {c}, {s}, {s}], got {list(images.shape)}")
@@ -43,7 +49,10 @@ class VisionTransformer(nn.Module):
         if self.training and self.cfg.patch_dropout > 0:
             x = self._drop_patches(x)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        x = self.norm_pre(torch.cat([cls, x], dim=1))
+        return self.norm_pre(torch.cat([cls, x], dim=1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(images)
         if not len(self.transformer.blocks):
             return self.norm_post(x[:, 0])
         # Only the cls row of the last block is read: compute just that row there.

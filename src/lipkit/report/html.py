@@ -20,10 +20,11 @@ from lipkit.eval.registry import (
 )
 from lipkit.files import atomic_write
 
-from . import plots
+from . import emergent, plots
 from .collect import RunData, load_sources
 
-# (label, task, metric, dataset suffix, higher is better, scale): scale "unit" is a share in
+# (label, task, metric, dataset suffix, higher is better: True, False, or how to read a figure with no
+# better direction, scale): scale "unit" is a share in
 # [0, 1], "signed" in [-1, 1], "of:KEY" a count out of the record's KEY (the bar is the share).
 GLANCE = [
     ("Zero-shot top-1", ZEROSHOT_CLASSIFICATION, "acc1", "", True, "unit"),
@@ -45,7 +46,8 @@ GLANCE = [
     ("Prototype–class NMI, texts", PROTOTYPE_COLLAPSE, "text_label_nmi", "", True, "unit"),
     ("Prototypes used (argmax), images", PROTOTYPE_COLLAPSE, "image_distinct_prototypes", "", True,
      "of:num_prototypes"),
-    ("Image/text argmax agreement", PROTOTYPE_COLLAPSE, "argmax_agreement", "", True, "unit"),
+    ("Image/text argmax agreement", PROTOTYPE_COLLAPSE, "argmax_agreement", "", "not a score: a collapsed model "
+     "(one prototype for everything) agrees 100%", "unit"),
 ]
 
 CSS = """
@@ -138,7 +140,7 @@ def _glance(runs: Sequence[RunData], colours: dict[str, str]) -> str:
         present = [v for v in values if v is not None]
         if not present:
             continue
-        best = max(present) if higher else min(present)
+        best = None if isinstance(higher, str) else max(present) if higher else min(present)
         cells = []
         for run, v in zip(runs, values):
             if v is None:
@@ -149,7 +151,7 @@ def _glance(runs: Sequence[RunData], colours: dict[str, str]) -> str:
             cls = "bar best" if len(present) > 1 and v == best else "bar"
             cells.append(f'<td class="v" style="--c:{colours[run.label]};--p:{share * 100:.1f}%">'
                          f'<span class="{cls}"><b>{_fmt(v, scale, total)}</b><i></i></span></td>')
-        arrow = "higher is better" if higher else "lower is better"
+        arrow = higher if isinstance(higher, str) else "higher is better" if higher else "lower is better"
         body.append(f'<tr><th scope="row">{_e(label)}<div class="hint">{arrow}</div></th>{"".join(cells)}</tr>')
     if not body:
         return ""
@@ -218,12 +220,17 @@ def render(runs: Sequence[RunData], title: str = "lipkit report") -> str:
                          "used first. Healthy use is a long, flat histogram near the dashed "
                          "uniform line; a single bar reaching 1 is collapse onto one "
                          "prototype.")),
+        _section("Emergent properties", "Do the properties of visual self-supervised models "
+                 "emerge? Whether the class token's attention covers the object (Jaccard index "
+                 "with its mask, against a centred Gaussian and a uniform map), what the "
+                 "prototypes stand for, and whether neighbours share a class "
+                 "(<code>lipkit eval RUN --tasks emergent</code>).", emergent.section_content(runs)),
     ]
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     n = len(runs)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>"
+            f"<title>{_e(title)}</title><style>{CSS}{emergent.CSS}</style></head><body><main>"
             f"<header><h1>{_e(title)}</h1><p>{n} run{'s' if n != 1 else ''} · generated {stamp}</p>"
             f'</header><div class="cards">{cards}</div>{"".join(sections)}'
             f"<footer>Made by <code>lipkit report</code>. Numbers are CLIP_benchmark records "
