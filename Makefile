@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipkit-installed
 
-.PHONY: demo test install peer bench clean chromium cairo theory-docs results faults
+.PHONY: demo test install peer bench clean chromium cairo wordnet theory-docs results recipes emergent faults
 
 install: $(STAMP)
 
@@ -21,11 +21,12 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 demo: $(STAMP)
 	$(VENV)/bin/lipkit demo --out runs/demo
 
-# The open_clip export/import tests need open_clip, which lives in .venv-peer only: they run
-# there when it exists (`make peer`; CI builds it), and are skipped in .venv with a note.
-PEER_TESTS := tests/test_interop_open_clip.py
+# The open_clip export/import tests, the CLIP_benchmark agreement test and the README's open_clip
+# snippet need open_clip (and clip-benchmark), which live in .venv-peer only: they run there when it
+# exists (`make peer`; CI builds it), and are skipped in .venv with a note.
+PEER_TESTS := tests/test_interop_open_clip.py tests/test_clip_benchmark_agreement.py tests/test_readme_snippets.py
 
-test: $(STAMP) chromium cairo
+test: $(STAMP) chromium cairo wordnet
 	$(PY) -m pytest -q
 	@if [ -f $(PEER_STAMP) ]; then $(MAKE) --no-print-directory peer && \
 	  echo "$(PEER)/bin/python -m pytest -q $(PEER_TESTS)" && \
@@ -54,16 +55,34 @@ cairo:
 	    echo "note: could not install libcairo2; SVG sources will not rasterise"; \
 	  else echo "note: libcairo2 is missing (apt-get install libcairo2); SVG sources will not rasterise"; fi; }
 
+# WordNet's synonyms for the strong recipe's text augmentation (lipkit.data.text_augment): Debian's
+# wordnet-base (/usr/share/wordnet), installed where apt works and we are root.
+wordnet:
+	@test -f /usr/share/wordnet/data.noun || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null 2>&1; } || \
+	    echo "note: could not install wordnet-base; text augmentation will have no synonyms"; \
+	  else echo "note: wordnet-base is missing (apt-get install wordnet-base); text augmentation will have no synonyms"; fi; }
+
 # The peer trainer for benchmarks (and the open_clip export/import tests) lives in its own
 # environment: transformers and timm import torchvision whenever it is installed, and the only
 # torchvision for torch 2.13.0 is a CUDA build. transformers is there for open_clip's Hugging Face
-# tokenizers (lipkit's exports), pytest for the tests.
+# tokenizers (lipkit's exports), pytest for the tests. CLIP_benchmark 1.6.2 (the agreement test and
+# benchmarks/clip_benchmark_speed.py) goes in without its metadata's dependencies: those its
+# evaluation code imports are pinned on the line before (webdataset, requests), and pycocoevalcap
+# (104 MB of Java jars) serves only its captioning metric.
 PEER := .venv-peer
 PEER_STAMP := $(PEER)/.lipkit-peer-installed
+CLIP_BENCHMARK_DEPS := "webdataset==1.0.2" "braceexpand==0.1.7" "requests==2.34.2" "urllib3==2.8.0" \
+	"charset-normalizer==3.5.3" "certifi==2026.10.19.post1"
 
 $(PEER_STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
-	$(PEER)/bin/python -m pip install --quiet -c constraints.txt -e . "open_clip_torch==3.3.0" "torchvision==0.28.0" timm "transformers==5.23.0" pytest
+	$(PEER)/bin/python -m pip install --quiet -c constraints.txt -e . "open_clip_torch==3.3.0" "torchvision==0.28.0" timm "transformers==5.23.0" pytest $(CLIP_BENCHMARK_DEPS)
+	$(PEER)/bin/python -m pip install --quiet --no-deps "clip-benchmark==1.6.2"
+	@$(PEER)/bin/python -m pip list 2>/dev/null | grep -iE '^(nvidia-|triton|cuda-)' && { echo "error: CUDA packages got installed into $(PEER)"; exit 1; } || true
 	@$(PEER)/bin/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v == '2.13.0+cpu' else f'error: expected torch 2.13.0+cpu, got {v}')"
 	touch $@
 
@@ -77,13 +96,25 @@ bench: $(STAMP) $(PEER_STAMP)
 theory-docs: $(STAMP)
 	$(VENV)/bin/lipkit theory all --out docs/theory
 
-# The paper-claims grid (171 runs, 53 min on 2 cores on 2026-11-29; rerun to resume) and docs/results.md.
-results: $(STAMP) cairo
+# The paper-claims grid and docs/results.md (rerun to resume). With the recipe axis it is 318 runs,
+# not yet run in full (the 171 basic-recipe runs took 53 min on 2 cores on 2026-11-29; the strong
+# recipe's two views cost about twice a basic step). `make recipes` is the part that ran.
+results: $(STAMP) cairo wordnet
 	$(VENV)/bin/lipkit experiment experiments/paper-claims.yaml --out runs/paper-claims --page docs/results.md
 
+# SLIP, SwALIP and the strong recipe against CLIP (24 runs) and docs/results-recipes.md.
+recipes: $(STAMP) wordnet
+	$(VENV)/bin/lipkit experiment experiments/recipes.yaml --out runs/recipes --page docs/results-recipes.md
+
+# Attention localisation and prototype purity of CLIP, nCLIP and xCLIP ViTs (9 runs) and docs/results-emergent.md.
+emergent: $(STAMP) cairo
+	$(VENV)/bin/lipkit experiment experiments/emergent.yaml --out runs/emergent --page docs/results-emergent.md
+
 # SIGKILL at 20 random moments of a training run (steps and checkpoint writes), each resumed and
-# compared bitwise with an uninterrupted run; damaged checkpoints, a full disk, read-only folders.
-# Writes docs/reliability.md. `make test` runs a 3-point version (tests/test_fault_injection.py).
+# compared bitwise with an uninterrupted run; damaged checkpoints, a full disk, read-only folders;
+# then bad input as a user gives it (benchmarks/faults_cases.py: what they see, what was kept).
+# Writes docs/reliability.md. `make test` runs a 3-point version (tests/test_fault_injection.py);
+# `$(PY) benchmarks/faults.py --cases-only --out docs/reliability.md` reruns only the bad input.
 faults: $(STAMP)
 	$(PY) benchmarks/faults.py --out docs/reliability.md
 

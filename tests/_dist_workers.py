@@ -15,6 +15,7 @@ from lipkit.config import (
     ModelConfig,
     ObjectiveConfig,
     PrototypeHeadConfig,
+    SslHeadConfig,
     TextConfig,
     VisionConfig,
 )
@@ -55,6 +56,14 @@ CASES["siglip/fixed"] = {"siglip": {"learnable": False, "init_scale": 2.0, "init
 CASES["cyclip/mean"] = {"cyclip": {"lambda_inmodal": 0.7, "lambda_crossmodal": 1.3}}
 CASES["cyclip/batch_sum"] = {"cyclip": {"reduction": "batch_sum"}, "clip": {"direction_reduction": "sum"}}
 CASES["square"] = {"square": {"negative_weight": 0.5}}
+# The strong recipe's label smoothing and multi-view CLIP, and SLIP ("views": image views per
+# item; the CLIP term reads the first, or all with clip.views=all, SimCLR the last two).
+CASES["clip/label-smoothing"] = {"clip": {"label_smoothing": 0.1}}
+CASES["clip/all-views-smoothed"] = {"clip": {"views": "all", "label_smoothing": 0.2}, "views": {"n": 2}}
+CASES["clip_reg/label-smoothing"] = {"clip": {"label_smoothing": 0.1}, "clip_reg": {"pairs": "positive"}}
+CASES["xclip/label-smoothing"] = {"clip": {"label_smoothing": 0.1}, "nclip": {"lambda_sharp": 0.5}}
+CASES["slip/two-views"] = {"slip": {"temperature": 0.2, "ssl_weight": 0.5}, "views": {"n": 2}}
+CASES["slip/three-views-smoothed"] = {"clip": {"label_smoothing": 0.1}, "views": {"n": 3}}
 
 # Deliberately wrong variants: the parity check must reject them, or it proves nothing.
 BROKEN_CASES = {
@@ -64,12 +73,16 @@ BROKEN_CASES = {
     "broken/square-gather-without-grad": ("square", "lipkit.objectives.square.all_gather_with_grad"),
     # the prototype heads' BatchNorm with each rank's own statistics
     "broken/nclip-local-batchnorm": ("nclip/memax", "lipkit.models.batch_norm.all_reduce_mean"),
+    "broken/slip-gather-without-grad": ("slip/two-views", "lipkit.objectives.slip.all_gather_with_grad"),
+    "broken/slip-local-batchnorm": ("slip/two-views", "lipkit.models.batch_norm.all_reduce_mean"),
 }
 
 
 def objective_config(case: str) -> ObjectiveConfig:
     cfg = ObjectiveConfig(name=case.split("/")[0])
     for section, fields in CASES[case].items():
+        if section == "views":
+            continue
         for key, value in fields.items():
             setattr(getattr(cfg, section), key, value)
     return cfg
@@ -82,6 +95,7 @@ def tiny_model(heads) -> LIPModel:
         text=TextConfig(vocab_size=50, context_length=8, width=16, layers=1, heads=2),
         embed_dim=8,
         prototypes=PrototypeHeadConfig(hidden_dim=32, bottleneck_dim=8, num_prototypes=16),
+        ssl=SslHeadConfig(hidden_dim=24, out_dim=8),
         heads=sorted(heads),
     )
     return LIPModel(cfg).double()
@@ -89,7 +103,7 @@ def tiny_model(heads) -> LIPModel:
 
 def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    images = torch.randn(GLOBAL_BATCH, 1, 8, 8, generator=g, dtype=torch.float64)
+    images = torch.randn(GLOBAL_BATCH, 3, 1, 8, 8, generator=g, dtype=torch.float64)  # 3 views of each
     tokens = torch.randint(1, 50, (GLOBAL_BATCH, 8), generator=g)
     lengths = torch.randint(2, 9, (GLOBAL_BATCH,), generator=g)
     tokens[torch.arange(8)[None, :] >= lengths[:, None]] = 0  # right padding
@@ -100,6 +114,8 @@ def run_case(case: str, images: torch.Tensor, tokens: torch.Tensor) -> dict[str,
     """Loss terms (mean over ranks), every parameter's gradient (DDP-averaged when distributed; the
     objective's own parameters, outside DDP, averaged here) and the objective's buffers, for STEPS
     forward/backward passes without an optimizer step."""
+    views = CASES[case].get("views", {}).get("n", 1)
+    images = images[:, :views] if views > 1 else images[:, 0]
     objective = build_objective(objective_config(case)).train().double()
     model = tiny_model(objective.required_heads)
     if world_size() > 1:

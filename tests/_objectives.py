@@ -15,7 +15,8 @@ D = 5  # embedding width
 
 
 def random_outputs(b: int, seed: int = 0, requires_grad: bool = False, k: int = 0) -> dict[str, torch.Tensor]:
-    """float64 unit embeddings of b pairs, logit scale 7.5 and, with k > 0, prototype logits in [-1, 1]."""
+    """float64 unit embeddings of b pairs, logit scale 7.5 and, with k > 0, prototype logits in [-1, 1]
+    and two image views' SLIP projections."""
     g = torch.Generator().manual_seed(seed)
     out = {
         "image_embeds": F.normalize(torch.randn(b, D, generator=g, dtype=torch.float64), dim=-1),
@@ -25,6 +26,7 @@ def random_outputs(b: int, seed: int = 0, requires_grad: bool = False, k: int = 
     if k:
         out["image_protos"] = torch.rand(b, k, generator=g, dtype=torch.float64) * 2 - 1
         out["text_protos"] = torch.rand(b, k, generator=g, dtype=torch.float64) * 2 - 1
+        out["image_ssl"] = torch.randn(b, 2, D, generator=g, dtype=torch.float64)  # two views' SLIP projections
     if requires_grad:
         for v in out.values():
             v.requires_grad_(True)

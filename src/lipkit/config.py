@@ -3,15 +3,15 @@ preset or YAML file with `--set a.b=c` overrides (merged as mappings in lipkit.c
 written back as YAML. Every unknown key or wrong type is a one-line `ConfigError`."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from lipkit.config_layers import apply_overrides, load_layers
+from lipkit.config_layers import apply_overrides, load_layers, with_recipe
 from lipkit.typed_config import check_choices
 from lipkit.typed_config import ConfigError, from_mapping, to_dict  # noqa: F401  (part of this module's API)
+from lipkit.yaml_loader import dump_yaml
 
 # --------------------------------------------------------------------------- model
 @dataclass
@@ -72,6 +72,19 @@ class PrototypeHeadConfig:
     # to a constant output on real data (README "Objectives"). Runs recorded before this field
     # existed had none.
     batch_norm: bool = field(default=True, metadata={"recorded_default": False})
+    # the prototype vectors stay fixed for the first N optimizer steps (SwAV's and clip-rocket's
+    # freeze_prototypes_niters), while the rest of the head learns
+    freeze_steps: int = 0
+
+
+@dataclass
+class SslHeadConfig:
+    """SLIP's image projector for the SimCLR term: `layers` linear layers, BatchNorm (over the
+    global batch) and ReLU between them (SLIP: 3 layers, 4096 hidden, 256 out)."""
+
+    hidden_dim: int = 4096
+    out_dim: int = 256
+    layers: int = 3
 
 
 @dataclass
@@ -83,6 +96,7 @@ class ModelConfig:
     learn_logit_scale: bool = True  # false fixes the scale at init_logit_scale (a fixed temperature)
     max_logit_scale: float = 100.0
     prototypes: PrototypeHeadConfig = field(default_factory=PrototypeHeadConfig)
+    ssl: SslHeadConfig = field(default_factory=SslHeadConfig)  # built only with the "ssl" head (SLIP)
     # LiT: freeze a tower (weights and norm statistics) except its last N blocks.
     lock_image: bool = False
     lock_image_unlocked_blocks: int = 0
@@ -92,15 +106,70 @@ class ModelConfig:
     # locked towers (LiT) they are the only shared trainable trunk, so CLIP and nCLIP heads can
     # interact through them while the tower features stay cached.
     adapter_layers: int = 0
-    # Which heads to build: "clip" (linear projections) and/or "prototypes" (nCLIP heads).
+    # Which heads to build: "clip" (linear projections), "prototypes" (nCLIP heads), "ssl" (SLIP's
+    # image projector).
     # Empty means "what the objective needs"; the trainer fills it in and the run records it.
     heads: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        """One-line ConfigErrors for architecture fields no model can be built with (sizes that
+        must be positive, heads that must divide the width, patches that must tile the image);
+        training calls this with the rest of the config, before anything is written. The ViT and
+        text-transformer fields are checked only for the towers that read them."""
+        v, t, p = self.vision, self.text, self.prototypes
+        rules = [("embed_dim", self.embed_dim, self.embed_dim >= 1, ">= 1"),
+                 ("init_logit_scale", self.init_logit_scale, 0 < self.init_logit_scale < math.inf, "> 0 and finite"),
+                 ("max_logit_scale", self.max_logit_scale, self.max_logit_scale > 0, "> 0"),
+                 ("prototypes.hidden_dim", p.hidden_dim, p.hidden_dim >= 1, ">= 1"),
+                 ("prototypes.bottleneck_dim", p.bottleneck_dim, p.bottleneck_dim >= 1, ">= 1"),
+                 ("prototypes.num_prototypes", p.num_prototypes, p.num_prototypes >= 1, ">= 1")]
+        towers = ([("vision", v)] if v.name == "vit" else []) + ([("text", t)] if t.name == "transformer" else [])
+        for name, tower in towers:
+            rules += [(f"{name}.width", tower.width, tower.width >= 1, ">= 1"),
+                      (f"{name}.layers", tower.layers, tower.layers >= 0, ">= 0"),
+                      (f"{name}.heads", tower.heads, tower.heads >= 1, ">= 1"),
+                      (f"{name}.mlp_ratio", tower.mlp_ratio, 0 < tower.mlp_ratio < math.inf, "> 0 and finite"),
+                      (f"{name}.dropout", tower.dropout, 0 <= tower.dropout < 1, "in [0, 1)")]
+        if v.name == "vit":
+            rules += [("vision.image_size", v.image_size, v.image_size >= 1, ">= 1"),
+                      ("vision.patch_size", v.patch_size, v.patch_size >= 1, ">= 1"),
+                      ("vision.channels", v.channels, v.channels >= 1, ">= 1"),
+                      ("vision.patch_dropout", v.patch_dropout, 0 <= v.patch_dropout < 1, "in [0, 1)")]
+        if t.name == "transformer":
+            rules += [("text.vocab_size", t.vocab_size, t.vocab_size >= 1, ">= 1"),
+                      ("text.context_length", t.context_length, t.context_length >= 2,
+                       ">= 2 (a start and an end token)")]
+        for key, value, ok, rule in rules:
+            if not ok:  # NaN fails every rule too
+                raise ConfigError(f"model.{key}: must be {rule}, got {value}")
+        if v.name == "vit" and v.image_size % v.patch_size:
+            raise ConfigError(f"model.vision.patch_size: {v.patch_size} does not divide model.vision.image_size "
+                              f"{v.image_size} (the patches tile the image)")
+        for name, tower in towers:
+            if tower.width % tower.heads:
+                raise ConfigError(f"model.{name}.heads: {tower.heads} does not divide model.{name}.width "
+                                  f"{tower.width} (each head takes width / heads channels)")
 
 
 # --------------------------------------------------------------------------- objectives
 @dataclass
 class ClipObjectiveConfig:
     direction_reduction: Literal["mean", "sum"] = "mean"
+    # InfoNCE targets (1 - eps) on the positive plus eps spread over all N columns (as
+    # F.cross_entropy's label_smoothing; clip-rocket's strong recipe uses 0.1)
+    label_smoothing: float = 0.0
+    # with data.image_views > 1: "first" aligns the first view with the text; "all" averages the
+    # InfoNCE of every view with the text (clip-rocket's multi-view CLIP)
+    views: Literal["first", "all"] = "first"
+
+
+@dataclass
+class SlipObjectiveConfig:
+    """SLIP (Mu et al. 2022): CLIP on the first view + ssl_weight * NT-Xent (SimCLR) between the
+    last two image views, through the model's "ssl" projector."""
+
+    temperature: float = 0.1
+    ssl_weight: float = 1.0
 
 
 @dataclass
@@ -169,6 +238,7 @@ class ObjectiveConfig:
     siglip: SigLipObjectiveConfig = field(default_factory=SigLipObjectiveConfig)
     cyclip: CyClipObjectiveConfig = field(default_factory=CyClipObjectiveConfig)
     square: SquareObjectiveConfig = field(default_factory=SquareObjectiveConfig)
+    slip: SlipObjectiveConfig = field(default_factory=SlipObjectiveConfig)
 
     def validate(self) -> None:
         """One-line ConfigErrors for what parsing checks (the choices, again for a config built or
@@ -189,9 +259,42 @@ class ObjectiveConfig:
                               ("lambda_sharp", n.lambda_sharp >= 0, ">= 0")):
             if not ok:  # NaN fails every rule too
                 raise ConfigError(f"objective.nclip.{key}: must be {rule}, got {getattr(n, key)}")
+        for key, value, ok, rule in (
+                ("clip.label_smoothing", self.clip.label_smoothing, 0 <= self.clip.label_smoothing < 1, "in [0, 1)"),
+                ("slip.temperature", self.slip.temperature, self.slip.temperature > 0, "> 0"),
+                ("slip.ssl_weight", self.slip.ssl_weight, self.slip.ssl_weight >= 0, ">= 0")):
+            if not ok:
+                raise ConfigError(f"objective.{key}: must be {rule}, got {value}")
 
 
 # --------------------------------------------------------------------------- data
+@dataclass
+class StrongAugmentConfig:
+    """SimCLR's / SLIP's image augmentation (lipkit.data.augment), for the extra image views."""
+
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random resized crop area share
+    flip: float = 0.5  # probability of a horizontal flip
+    jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])  # brightness, contrast, saturation, hue
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # Gaussian blur radius range, pixels at 224 px
+
+
+@dataclass
+class TextAugmentConfig:
+    """EDA (Wei & Zou 2019) on training captions (lipkit.data.text_augment): each operation is
+    applied to a caption with its probability; `rate` is the share of words it touches (at
+    least one). Synonyms come from WordNet (Debian's wordnet-base) when it is installed."""
+
+    enabled: bool = False
+    synonym_p: float = 0.4  # replace words by a WordNet synonym
+    insert_p: float = 0.0  # insert a synonym of a word at a random place (EDA's random insertion)
+    swap_p: float = 0.4  # swap two words
+    delete_p: float = 0.2  # delete words (one word is always kept)
+    rate: float = 0.1
+
+
 @dataclass
 class SourceConfig:
     """One source of image-caption pairs (README "Your own data")."""
@@ -242,6 +345,14 @@ class DataConfig:
     crop: Literal["center", "random"] = "center"  # random: random resized crop for training
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # area share of a random crop
     hflip: bool = False  # random horizontal flips in training
+    # Views of each training image: view 1 is the image as above; views 2..N are drawn
+    # independently, through the strong augmentation (view_augment: strong) or the same transform
+    # (same). Objectives read them (objective.clip.views: all, SLIP). 0: what the objective needs
+    # (1; SLIP: 3, its own layout), filled in by the trainer and recorded.
+    image_views: int = 0
+    view_augment: Literal["strong", "same"] = "strong"
+    strong_augment: StrongAugmentConfig = field(default_factory=StrongAugmentConfig)
+    text_augment: TextAugmentConfig = field(default_factory=TextAugmentConfig)
     max_bad_fraction: float = 0.01  # stop when more of the samples are unusable (each is logged once)
     max_image_pixels: int = 64_000_000  # larger images are refused before decoding
     shuffle_buffer: int = 1000  # WebDataset sample shuffle buffer (per worker)
@@ -286,13 +397,42 @@ class TrainConfig:
 
 
 @dataclass
+class EmergentConfig:
+    """The `emergent` eval task (lipkit.eval.emergent): attention localisation, prototype gallery,
+    neighbours."""
+    masks: str = ""  # folder of foreground masks, one per test image ("": the images' alpha, or Tux Paint composites)
+    attention_mass: float = 0.6  # a map keeps the patches holding this share of its mass (DINO)
+    rollout: bool = False  # also score attention rollout
+    prior_sigma: float = 0.25  # the centred Gaussian baseline's standard deviation, as a share of the side
+    composites_per_image: int = 3  # tuxpaint: composites of each test stamp on clutter
+    backgrounds: list[str] = field(default_factory=lambda: ["openclipart", "fashion-mnist", "noise"])
+    overlays: int = 8  # images whose attention is drawn (the first of the set: the same in every run)
+    gallery_prototypes: int = 12  # most used prototypes drawn with their top images
+    gallery_top_k: int = 8  # images per prototype (and neighbours per query)
+    neighbour_queries: int = 6  # test images whose nearest neighbours are drawn
+
+
+@dataclass
+class AdamWProbeConfig:
+    """The linear probe trained as CLIP_benchmark's `linear_probe` trains it (eval.linear_solver:
+    adamw); its defaults are CLIP_benchmark's (--fewshot_lr, --fewshot_epochs, --batch_size, and the
+    weight decay it uses without a validation split)."""
+    lr: float = 0.1
+    epochs: int = 10
+    batch_size: int = 64
+    weight_decay: float = 0.0
+
+
+@dataclass
 class EvalConfig:
-    linear_train_limit: int = 10000  # training images for the linear probe and the kNN bank
+    # training images for the linear probe and the kNN bank (None: 10,000 of a built-in set, all of a set given by path)
+    linear_train_limit: int | None = None
     batch_size: int = 1000
     # `lipkit eval` (src/lipkit/eval/registry.py names the tasks): which data they use and their settings.
     # A dataset is a built-in name (fashion-mnist, tuxpaint) or a path: class folders, a
     # CSV/TSV/JSONL table, WebDataset shards (README "Evaluate on your own data"). The *_limit
-    # fields take the first N images of a built-in set, N spread evenly over a set given by path.
+    # fields take the first N images of a built-in set, N spread evenly over a set given by path
+    # (0: all); a set given by path is read whole unless a limit is set, as CLIP_benchmark reads it.
     dataset: str = "fashion-mnist"
     datasets: list[str] = field(default_factory=list)  # several, each evaluated; replaces `dataset`
     dataset_train: str = ""  # the probes' training images from this dataset instead
@@ -300,7 +440,10 @@ class EvalConfig:
     image_column: str = "image"  # table column (JSONL key) of the image path
     label_column: str = "label"  # ... of the label: a class name or an index (optional)
     caption_columns: list[str] = field(default_factory=lambda: ["caption"])  # ... of captions (optional)
-    probe_train_fraction: float = 0.5  # one labelled split: this share of each class trains the probes
+    # A labelled set given by path with a test split only: 0 = the probes train on --dataset-train (else they
+    # are skipped); in (0, 1) = this share of each class trains them and they score the rest (zero-shot and
+    # retrieval still score the whole split)
+    probe_train_fraction: float = 0.0
     num_workers: int = 2  # processes decoding image files
     test_limit: int = 0  # use only N test images (0 = all)
     # test: the data set's test split; validation: training data the run held back, for choosing
@@ -310,19 +453,28 @@ class EvalConfig:
     prompts_path: str = ""  # JSON with "class_names" and "templates" ("" = the dataset's own)
     features: Literal["pre", "post"] = "pre"  # linear/kNN on pooled tower features or embeddings
     few_shot_k: int = 0  # linear probe on k training samples per class (0 = all)
+    # lbfgs: logistic regression on standardised features, C chosen on a validation split; adamw:
+    # CLIP_benchmark's probe (L2-normalised features, AdamW with a cosine schedule: eval.adamw)
+    linear_solver: Literal["lbfgs", "adamw"] = "lbfgs"
+    adamw: AdamWProbeConfig = field(default_factory=AdamWProbeConfig)
     knn_k: int = 20
     knn_temperature: float = 0.07
-    retrieval_limit: int = 1000  # images in the retrieval gallery (0 = all test images)
+    # images in the retrieval gallery (None: 1,000 of a built-in set, all of a set given by path)
+    retrieval_limit: int | None = None
     retrieval_captions_per_image: int = 0  # Fashion-MNIST prompts per image (0 = every template)
     ood_limit: int = 1000  # test images corrupted per (corruption, severity)
     ood_corruptions: list[str] = field(default_factory=lambda: ["gaussian_noise", "motion_blur", "fog", "contrast"])
     ood_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     wordsim_path: str = ""  # word<TAB>word<TAB>score file ("" = WordSim-353 from the gensim wheel)
     chunk_size: int = 1024  # queries (and gallery items) per chunk in retrieval and kNN
+    emergent: EmergentConfig = field(default_factory=EmergentConfig)
 
 
 @dataclass
 class RunConfig:
+    # "strong": the strong training recipe layer (presets/recipes/strong.yaml: image views, strong
+    # and text augmentation, label smoothing) lies under the run's own settings
+    recipe: Literal["basic", "strong"] = "basic"
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -345,8 +497,9 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = (), reco
     """A preset or YAML file plus `--set` overrides. `recorded`: the file is a run's own
     config.yaml, whose missing keys mean what they meant when it was written."""
     data = load_layers(name_or_path) if name_or_path else {}
-    return from_dict(apply_overrides(data, list(overrides)), recorded=recorded)
+    return from_dict(with_recipe(apply_overrides(data, list(overrides), source=name_or_path or "")),
+                     recorded=recorded)
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    path.write_text(dump_yaml(to_dict(cfg)), encoding="utf-8")

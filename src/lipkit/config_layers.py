@@ -9,6 +9,7 @@ from lipkit.typed_config import ConfigError
 from lipkit.yaml_loader import parse_yaml, read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
+RECIPE_DIR = PRESET_DIR / "recipes"  # layers named by a config's `recipe:` (not presets of their own)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -50,6 +51,19 @@ def load_layers(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
     return deep_merge(load_layers(base_ref, seen + (str(path),)), data)
 
 
+def with_recipe(data: dict) -> dict:
+    """`data` over the layer its `recipe:` names (presets/recipes/NAME.yaml; "basic", the default,
+    has none): the recipe sets what the run's own layers leave unset."""
+    recipe = data.get("recipe", "basic")
+    if recipe == "basic":
+        return data
+    path = RECIPE_DIR / f"{recipe}.yaml"
+    if not isinstance(recipe, str) or not path.is_file():
+        known = ", ".join(["basic", *sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))])
+        raise ConfigError(f"recipe: unknown recipe {recipe!r}; recipes: {known}")
+    return deep_merge(read_yaml(path) or {}, data)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. train.steps=100")
@@ -61,14 +75,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
+def apply_overrides(data: dict, overrides: list[str], source: str = "") -> dict:
+    """`overrides` (KEY=VALUE texts) set into a copy of `data`. A key they reach into that is a
+    value, not a section, is blamed on whoever set it: an earlier override, or `source` (the
+    config file `data` was read from)."""
     data = deep_merge({}, data)
+    set_by: dict[tuple[str, ...], str] = {}
     for text in overrides:
         parts, value = parse_override(text)
         node = data
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set '{text}': '{p}' is a value, not a section")
+                key = tuple(parts[: i + 1])
+                culprit = set_by.get(key)
+                if culprit is None and source:
+                    raise ConfigError(f"{source}: {'.'.join(key)}: expected a section (a mapping of keys), "
+                                      f"got {node!r}")
+                raise ConfigError(f"--set '{text}': '{p}' is a value"
+                                  f"{f' (set by --set {culprit!r})' if culprit else ''}, not a section")
         node[parts[-1]] = value
+        set_by[tuple(parts)] = text
     return data

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .cache import DataSourceError, cache_dir
@@ -151,6 +152,7 @@ class FashionMNISTPairs(Dataset):
         n = len(images) if limit == 0 else min(limit, len(images))
         self.split, self.seed, self.epoch = split, seed, 0
         self._images, self._labels = images[:n], labels[:n]
+        self.augment = None  # a lipkit.data.augment.TrainingAugment: extra views, caption augmentation
 
     # Items draw from no random generator (templates are chosen by a hash of seed, epoch and
     # index), so a loader need not seed the generators per item.
@@ -169,8 +171,12 @@ class FashionMNISTPairs(Dataset):
                 raise IndexError(f"index {index} out of range for {len(self)} items")
         idx = [index % len(self) for index in indices]
         images = normalize(self._images[idx])
-        return [{"image": images[j], "caption": self.caption(i), "label": int(self._labels[i]), "index": i}
-                for j, i in enumerate(idx)]
+        items = [{"image": images[j], "caption": self.caption(i), "label": int(self._labels[i]), "index": i}
+                 for j, i in enumerate(idx)]
+        if self.augment is not None:  # extra views from the uint8 image, as PIL sees it
+            for item, i in zip(items, idx):
+                self.augment.apply(item, Image.fromarray(self._images[i], mode="L"), self.epoch, i)
+        return items
 
     def caption(self, index: int) -> str:
         """A template filled with the item's class name, or, for a share `caption_noise` of the
@@ -183,13 +189,7 @@ class FashionMNISTPairs(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
-        index %= len(self)
-        return {
-            "image": normalize(self._images[index]),
-            "caption": self.caption(index),
-            "label": int(self._labels[index]),
-            "index": index,
-        }
+        return self.__getitems__([index])[0]
 
     @property
     def labels(self) -> torch.Tensor:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from lipkit.files import atomic_write
+from lipkit.progress import progress_bar
 
 from .cache import cache_dir
 from .images import BadSampleError
@@ -54,6 +54,8 @@ def cacheable(dataset) -> str | None:
             return f"{leaf.name} has no image transform"
         if leaf.transform.random:
             return "the training transform is random (data.crop=random or data.hflip)"
+        if getattr(leaf, "augment", None) is not None:
+            return "every epoch draws new views or captions (data.image_views, data.text_augment)"
     return None
 
 
@@ -108,7 +110,7 @@ def _compute(model, leaves, captions, tokenizer, device, batch_size, num_workers
             # its own generator: computing the cache leaves the training's random streams as they were
             loader = DataLoader(_ImagesOf(leaf), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
                                 generator=torch.Generator())
-            for idx, images, bad_items in tqdm(loader, desc=f"features: {leaf.name} images", unit="batch",
+            for idx, images, bad_items in progress_bar(loader, desc=f"features: {leaf.name} images", unit="batch",
                                                dynamic_ncols=True):
                 if images is not None:
                     out[idx] = model.vision(images.to(device)).float().cpu()
@@ -116,7 +118,7 @@ def _compute(model, leaves, captions, tokenizer, device, batch_size, num_workers
             image_feats.append(out)
         text = torch.zeros(len(captions), model.text.width)
         step = max(batch_size, 256)
-        for start in tqdm(range(0, len(captions), step), desc="features: captions", unit="batch", dynamic_ncols=True):
+        for start in progress_bar(range(0, len(captions), step), desc="features: captions", unit="batch", dynamic_ncols=True):
             tokens = tokenizer(captions[start:start + step]).to(device)
             text[start:start + step] = model.text(tokens).float().cpu()
     finally:

@@ -115,6 +115,7 @@ class PairDataset(Dataset):
         self.skipped = list(skipped)  # (where, reason) found while building
         self.max_pixels = max_pixels
         self.caption_noise = 0.0  # share of items captioned as another class (set_caption_noise)
+        self.augment = None  # a lipkit.data.augment.TrainingAugment: extra views, caption augmentation
         self._by_label: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
@@ -177,20 +178,23 @@ class PairDataset(Dataset):
         self.load_image(index).save(buf, format="PNG")
         return buf.getvalue(), "png"
 
-    def image_tensor(self, index: int, epoch: int | None = None) -> torch.Tensor:
+    def image_tensor(self, index: int, epoch: int | None = None, image: Image.Image | None = None) -> torch.Tensor:
+        """The (first view's) transformed image; `image`: the item's image, already loaded."""
         if self.transform is None:
             raise ValueError(f"{self.name}: no image transform given")
         e = self.epoch if epoch is None else epoch
         rng = random.Random(sample_hash(self.seed, e, index, 2)) if self.transform.random else None
-        return self.transform(self.load_image(index), rng)
+        return self.transform(self.load_image(index) if image is None else image, rng)
 
     # ------------------------------------------------------------------ items
     def item(self, index: int, epoch: int | None = None) -> dict:
         """The item at `index`; raises BadSampleError when its image cannot be used."""
-        out = {"image": self.image_tensor(index, epoch), "caption": self.caption(index, epoch), "index": index}
+        e = self.epoch if epoch is None else epoch
+        image = self.load_image(index)
+        out = {"image": self.image_tensor(index, e, image), "caption": self.caption(index, e), "index": index}
         if self.has_labels:
             out["label"] = self.records[index].label
-        return out
+        return out if self.augment is None else self.augment.apply(out, image, e, index)
 
     def __getitem__(self, index: int) -> dict:
         n = len(self)

@@ -20,6 +20,8 @@ native tensors for a tower that reads them (Fashion-MNIST's 1x28x28).
 """
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,9 +44,12 @@ def transform_from_config(data: DataConfig, vision: VisionConfig, train: bool = 
     """The image transform a run applies (train: with its augmentation; else the evaluation one)."""
     mean, std = tuple(data.image_mean), tuple(data.image_std)
     if len(mean) != vision.channels or len(std) != vision.channels:
-        raise ConfigError(
-            f"data.image_mean / data.image_std have {len(mean)} / {len(std)} values but model.vision.channels is {vision.channels}"
-        )
+        hint = (f"; the image tower reads grayscale images (as fashion-tiny's does): for colour images set "
+                f"model.vision.channels={len(mean)}, or data.image_mean=[0.5] and data.image_std=[0.5] to train "
+                f"on them in gray"
+                if vision.channels == 1 else f"; give one value per channel, or set model.vision.channels={len(mean)}")
+        raise ConfigError(f"data.image_mean / data.image_std have {len(mean)} / {len(std)} values but "
+                          f"model.vision.channels is {vision.channels}{hint}")
     if len(data.crop_scale) != 2:
         raise ConfigError(f"data.crop_scale: expected [min, max], got {data.crop_scale}")
     try:
@@ -153,14 +158,29 @@ def open_pairs(spec, transform: ImageTransform | None = None, *, seed: int = 0,
                        shuffle_buffer=shuffle_buffer)
 
 
+def _check_sources_exist(data: DataConfig) -> None:
+    """A source file or folder that is not there, named before the image settings are checked:
+    it is the first thing to fix, and the settings may be right for the data once it is found."""
+    key = "data.sources" if data.sources else "data.source"
+    for spec in data.sources or [data.source]:
+        src = as_source_config(spec)
+        try:
+            fmt = detect_format(src)
+        except DataSourceError as e:
+            raise ConfigError(f"{key}: {e}") from None
+        if fmt in ("folder", "csv", "tsv", "jsonl") and not Path(src.path).exists():
+            raise ConfigError(f"{key}: {src.path}: cannot open (No such file or directory)")
+
+
 def build_pairs(data: DataConfig, vision: VisionConfig, seed: int = 0, train: bool = True):
     """The pairs `data.sources` (or `data.source`) names, with the run's image transform."""
     if not 0 <= data.max_bad_fraction <= 1:
         raise ConfigError(f"data.max_bad_fraction: must lie in [0, 1], got {data.max_bad_fraction}")
     if data.max_image_pixels < 1:
         raise ConfigError(f"data.max_image_pixels: must be >= 1, got {data.max_image_pixels}")
-    transform = transform_from_config(data, vision, train)
     spec = list(data.sources) if data.sources else data.source
+    _check_sources_exist(data)
+    transform = transform_from_config(data, vision, train)
     try:
         templates = check_templates(data.caption_templates, "data.caption_templates")
     except ValueError as e:
@@ -200,7 +220,42 @@ def build_train_dataset(data_cfg: DataConfig, seed: int = 0, vision: VisionConfi
         raise ConfigError(f"data.caption_noise: must lie in [0, 1], got {data_cfg.caption_noise}")
     native = native_tensors(data_cfg, vision)
     if native is not None:
-        return native.pairs(data_cfg, seed)
+        from . import fashion_mnist
+
+        dataset = native.pairs(data_cfg, seed)
+        return attach_augment(dataset, data_cfg, seed, native.image_size, (fashion_mnist.MEAN,), (fashion_mnist.STD,))
     if not data_cfg.sources and not data_cfg.source:
         raise ConfigError("data.source: empty; name a built-in source, a folder, a file or shards (or list data.sources)")
-    return build_pairs(data_cfg, vision or VisionConfig(image_size=224, channels=3), seed=seed, train=True)
+    vision = vision or VisionConfig(image_size=224, channels=3)
+    dataset = build_pairs(data_cfg, vision, seed=seed, train=True)
+    transform = transform_from_config(data_cfg, vision, train=True)
+    return attach_augment(dataset, data_cfg, seed, vision.image_size, transform.mean, transform.std, transform)
+
+
+def _augmentable_parts(dataset) -> list:
+    """The datasets inside `dataset` that make items (through mixes and map-style streams)."""
+    inner = getattr(dataset, "datasets", None) or getattr(dataset, "streams", None)
+    if inner is not None:
+        return [part for d in inner for part in _augmentable_parts(d)]
+    wrapped = getattr(dataset, "dataset", None)
+    return _augmentable_parts(wrapped) if wrapped is not None else [dataset]
+
+
+def attach_augment(dataset, data_cfg: DataConfig, seed: int, size: int, mean, std, transform=None):
+    """`dataset` with data.image_views and data.text_augment attached to every part that makes
+    items (lipkit.data.augment.TrainingAugment); unchanged when both are off."""
+    from .augment import TrainingAugment, view_maker
+    from .text_augment import TextAugmenter
+
+    views = view_maker(data_cfg, size, mean, std, transform)
+    text = TextAugmenter(data_cfg.text_augment) if data_cfg.text_augment.enabled else None
+    if views is None and text is None:
+        return dataset
+    if text is not None and text.missing_wordnet:
+        logging.getLogger(__name__).warning(
+            "lipkit: warning: data.text_augment: WordNet is not installed (Debian's wordnet-base), so synonym "
+            "replacement and insertion do nothing")
+    augment = TrainingAugment(seed, views, text)
+    for part in _augmentable_parts(dataset):
+        part.augment = augment
+    return dataset

@@ -14,6 +14,7 @@
     selections:              # a knob tuned on the validation split: the candidate chosen there
       - {name: clip-tuned, label: "CLIP, τ tuned", candidates: [clip, clip-t0.02]}
     validation_metrics: [zeroshot, linear]
+    recipes: [basic, strong]  # optional: every setting, selection and claim once per training recipe
     claims:
       - {id: ..., text: ..., kind: greater, a: [xclip], b: [clip], metrics: [zeroshot, linear]}
 
@@ -36,6 +37,8 @@ from typing import Literal
 from lipkit.typed_config import ConfigError, from_mapping
 from lipkit.yaml_loader import read_yaml
 
+from .recipes import expand_recipes
+
 CLAIM_KINDS = ("greater", "not_less", "gap_grows_as_batch_shrinks")
 
 
@@ -47,6 +50,7 @@ class DatasetSpec:
     set: list[str] = field(default_factory=list)
     settings: list[str] = field(default_factory=list)  # run only these settings here (default: all)
     batch_sizes: list[int] = field(default_factory=list)  # default: the experiment's
+    recipes: list[str] = field(default_factory=list)  # train only under these recipes (default: all)
 
 
 @dataclass
@@ -96,6 +100,9 @@ class ExperimentSpec:
     selections: list[SelectionSpec] = field(default_factory=list)
     validation_metrics: list[str] = field(default_factory=lambda: ["zeroshot", "linear"])
     claims: list[ClaimSpec] = field(default_factory=list)
+    # training recipes (presets/recipes): every setting, selection and claim once per recipe
+    # (lipkit.experiment.recipes); empty: the runs' own configs only
+    recipes: list[str] = field(default_factory=list)
     source: str = ""  # the file it was read from (set by read_spec)
 
     def setting(self, name: str) -> SettingSpec | SelectionSpec:
@@ -215,5 +222,6 @@ def read_spec(path: str | Path) -> ExperimentSpec:
         candidate = path.parent / d.config
         if d.config.endswith((".yaml", ".yml")) and not Path(d.config).is_absolute() and candidate.is_file():
             d.config = str(candidate)
+    expand_recipes(spec)
     validate(spec)
     return spec

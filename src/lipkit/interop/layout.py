@@ -13,20 +13,53 @@ log logit scale. Two details differ and are rewritten exactly (`canonical_state`
 Everything else is a renaming (`Rule`), with transposes where a format stores x @ W."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from lipkit.config import ModelConfig
 from lipkit.errors import LipkitError
+from lipkit.files import staged_directory
+from lipkit.runs.directory import as_os_error
 
 LUMA = (0.299, 0.587, 0.114)  # PIL's "L" conversion (ITU-R 601-2)
-PROTOTYPE_PREFIXES = ("image_prototypes.", "text_prototypes.")
+# heads a plain CLIP has no counterpart for, left out of an export (nCLIP's prototypes, SLIP's projector)
+DROPPED_HEAD_PREFIXES = ("image_prototypes.", "text_prototypes.", "image_ssl.")
 
 
 class InteropError(LipkitError, ValueError):
     """A model that cannot move between lipkit and another format, stated in one line."""
+
+
+@contextlib.contextmanager
+def staged_output(out: Path, what: str) -> Iterator[Path]:
+    """lipkit.files.staged_directory for the folder an export or import writes (`what`): an OS
+    error on the way (a full disk, a read-only or busy folder, from Python or from a Rust writer)
+    is one line naming OUT, and nothing of OUT is kept."""
+    try:
+        with staged_directory(Path(out), refuse=InteropError) as tmp:
+            yield tmp
+    except LipkitError:
+        raise
+    except Exception as e:
+        os_error = as_os_error(e, Path(out))
+        if os_error is None:
+            raise
+        raise InteropError(f"{out}: cannot write the {what} ({os_error.strerror or os_error}); nothing of it "
+                           f"was kept") from None
+
+
+def pickled_weights_refused(source: str, error: Exception) -> InteropError:
+    """The one line for weights torch.load refused (weights_only): a pickle that holds more than
+    tensors and plain containers, which only loading with code execution would read."""
+    found = re.search(r"unsupported GLOBAL (\S+)", str(error))
+    what = f" (it refers to {found.group(1)})" if found else ""
+    return InteropError(f"{source}: its weights file is a pickle holding more than tensors{what}; lipkit does not "
+                        "load it, as that could run code: convert it to safetensors where you trust it")
 
 
 def _one(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -121,6 +154,8 @@ def check_exportable(cfg: ModelConfig, heads: frozenset[str], fmt: str) -> list[
     notes = []
     if "prototypes" in heads:
         notes.append("the nCLIP prototype heads are left out (they do not change the CLIP embeddings)")
+    if "ssl" in heads:
+        notes.append("SLIP's image projector (the ssl head) is left out (it does not change the CLIP embeddings)")
     if v.channels == 1:
         notes.append("the grayscale image tower becomes an RGB one (weights x luma coefficients): "
                      "gray images embed as in lipkit, colour ones as after lipkit's conversion to L")
@@ -128,9 +163,10 @@ def check_exportable(cfg: ModelConfig, heads: frozenset[str], fmt: str) -> list[
 
 
 def canonical_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's fp32 weights as a plain CLIP has them: no prototype heads, no patch bias,
+    """The model's fp32 weights as a plain CLIP has them: no prototype or SLIP heads, no patch bias,
     three input channels (see the module docstring)."""
-    state = {k: v.detach().float().clone() for k, v in model.state_dict().items() if not k.startswith(PROTOTYPE_PREFIXES)}
+    state = {k: v.detach().float().clone() for k, v in model.state_dict().items()
+             if not k.startswith(DROPPED_HEAD_PREFIXES)}
     bias = state.pop("vision.patchify.bias")
     state["vision.pos_embed"][:, 1:] += bias
     conv = state["vision.patchify.weight"]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipkit.config import PrototypeHeadConfig
+from lipkit.config import PrototypeHeadConfig, SslHeadConfig
 from lipkit.models.batch_norm import GlobalBatchNorm1d
 
 
@@ -37,6 +37,20 @@ class PrototypeHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.mlp(features), dim=-1)
         return F.linear(z, F.normalize(self.prototypes, dim=-1))
+
+
+class SslProjector(nn.Sequential):
+    """SLIP's image projector for SimCLR: `layers` linear layers with BatchNorm over the global
+    batch (lipkit.models.batch_norm; SLIP's SyncBatchNorm) and ReLU between them."""
+
+    def __init__(self, in_dim: int, cfg: SslHeadConfig):
+        dims = [in_dim] + [cfg.hidden_dim] * (cfg.layers - 1) + [cfg.out_dim]
+        parts: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            parts.append(nn.Linear(a, b))
+            if i < len(dims) - 2:
+                parts += [GlobalBatchNorm1d(b), nn.ReLU(inplace=True)]
+        super().__init__(*parts)
 
 
 class ResidualAdapter(nn.Sequential):

@@ -11,10 +11,11 @@ from torch import nn
 
 from lipkit.config import ConfigError, ModelConfig
 from lipkit.errors import LipkitError
-from lipkit.models.heads import PrototypeHead, ResidualAdapter
+from lipkit.models.heads import PrototypeHead, ResidualAdapter, SslProjector
 from lipkit.models.towers import build_text_tower, build_vision_tower
 
-HEADS = ("clip", "prototypes")
+HEADS = ("clip", "prototypes", "ssl")
+DEFAULT_HEADS = ("clip", "prototypes")  # what a config without model.heads builds
 
 
 def lock_tower(tower: nn.Module, unlocked: int, key: str) -> list[nn.Module]:
@@ -37,7 +38,7 @@ def lock_tower(tower: nn.Module, unlocked: int, key: str) -> list[nn.Module]:
 class LIPModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        heads = set(cfg.heads or HEADS)
+        heads = set(cfg.heads or DEFAULT_HEADS)
         unknown = heads - set(HEADS)
         if unknown:
             raise ValueError(f"model.heads: unknown head(s) {sorted(unknown)}; allowed: {', '.join(HEADS)}")
@@ -67,8 +68,14 @@ class LIPModel(nn.Module):
             else:  # a buffer: same state-dict key, never in the optimizer
                 self.register_buffer("log_logit_scale", log_scale)
         if "prototypes" in heads:
+            if cfg.prototypes.freeze_steps < 0:
+                raise ConfigError(f"model.prototypes.freeze_steps: must be >= 0, got {cfg.prototypes.freeze_steps}")
             self.image_prototypes = PrototypeHead(self.vision.width, cfg.prototypes)
             self.text_prototypes = PrototypeHead(self.text.width, cfg.prototypes)
+        if "ssl" in heads:
+            if cfg.ssl.layers < 1 or cfg.ssl.hidden_dim < 1 or cfg.ssl.out_dim < 1:
+                raise ConfigError(f"model.ssl: layers, hidden_dim and out_dim must be >= 1, got {cfg.ssl}")
+            self.image_ssl = SslProjector(self.vision.width, cfg.ssl)
 
     def train(self, mode: bool = True) -> "LIPModel":
         super().train(mode)
@@ -97,7 +104,7 @@ class LIPModel(nn.Module):
         if missing:
             raise ValueError(f"model has no head(s) {sorted(missing)}; built with {sorted(self.heads)}")
         if image_features is None:
-            image_features = self.vision(images)
+            image_features = self._vision_views(images)
         if text_features is None:
             text_features = self.text(tokens)
         if image_features.shape[0] != text_features.shape[0]:
@@ -105,6 +112,14 @@ class LIPModel(nn.Module):
         if towers_only:
             return {"image_features": image_features, "text_features": text_features}
         return self.heads_from_features(image_features, text_features, heads)
+
+    def _vision_views(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features [B, width], or [B, V, width] for images [B, V, C, H, W] (V views of
+        each image, data.image_views), the views run through the tower as one batch."""
+        if images.ndim != 5:
+            return self.vision(images)
+        b, v = images.shape[:2]
+        return self.vision(images.flatten(0, 1)).unflatten(0, (b, v))
 
     # Everything after the towers (adapters, projections, logit scale, prototype heads) is small
     # and may depend on the whole batch (the prototype heads' BatchNorm): the trainer keeps these
@@ -115,6 +130,11 @@ class LIPModel(nn.Module):
         """(name, parameter) of everything `heads_from_features` runs."""
         return [(n, p) for n, p in self.named_parameters() if n.split(".", 1)[0] not in self.TOWERS]
 
+    def prototype_vectors(self) -> list[nn.Parameter]:
+        """The nCLIP heads' prototype matrices (model.prototypes.freeze_steps holds them still)."""
+        return [head.prototypes for head in (getattr(self, "image_prototypes", None),
+                                             getattr(self, "text_prototypes", None)) if head is not None]
+
     @property
     def towers_trainable(self) -> bool:
         return any(p.requires_grad for tower in (self.vision, self.text) for p in tower.parameters())
@@ -122,16 +142,30 @@ class LIPModel(nn.Module):
     def heads_from_features(
         self, image_features: torch.Tensor, text_features: torch.Tensor, heads: Iterable[str]
     ) -> dict[str, torch.Tensor]:
-        """The heads on the towers' pooled features [B, width] (the adapters first, if any)."""
-        image_features, text_features = self.image_adapter(image_features), self.text_adapter(text_features)
+        """The heads on the towers' pooled features [B, width] (the adapters first, if any).
+        Image features [B, V, width] are V views of each image: `image_features`, the CLIP
+        embeddings and the prototype logits are the first view's, `image_view_embeds` [B, V, D]
+        every view's CLIP embedding, and the "ssl" head's `image_ssl` [B, V, d] every view's
+        projection (its BatchNorm over each view's batch, as SLIP runs its projector per view)."""
+        views = self.image_adapter(image_features)
+        text_features = self.text_adapter(text_features)
+        image_features = views[:, 0] if views.ndim == 3 else views
         out = {"image_features": image_features, "text_features": text_features}
         if "clip" in heads:
-            out["image_embeds"] = F.normalize(self.image_projection(image_features), dim=-1)
+            image_embeds = F.normalize(self.image_projection(views), dim=-1)
+            if views.ndim == 3:
+                out["image_view_embeds"] = image_embeds
+                image_embeds = image_embeds[:, 0]
+            out["image_embeds"] = image_embeds
             out["text_embeds"] = F.normalize(self.text_projection(text_features), dim=-1)
             out["logit_scale"] = self.log_logit_scale.exp()
         if "prototypes" in heads:
             out["image_protos"] = self.image_prototypes(image_features)
             out["text_protos"] = self.text_prototypes(text_features)
+        if "ssl" in heads:
+            if views.ndim != 3:
+                raise ValueError("the ssl head needs several views of each image (data.image_views >= 2)")
+            out["image_ssl"] = torch.stack([self.image_ssl(views[:, v]) for v in range(views.shape[1])], dim=1)
         return out
 
     # ------------------------------------------------------------------ encoders (eval contract)

@@ -10,7 +10,7 @@ objective, `composite` the weighted sum xCLIP is made of.
 from lipkit.faces import lazy_face
 
 _HOMES = {
-    "HEAD_CLIP": "base", "HEAD_PROTOTYPES": "base", "Objective": "base", "at_least_fp32": "base",
+    "HEAD_CLIP": "base", "HEAD_PROTOTYPES": "base", "HEAD_SSL": "base", "Objective": "base", "at_least_fp32": "base",
     "available_objectives": "registry", "build_objective": "registry", "register": "registration",
 }
 __all__ = sorted(_HOMES)

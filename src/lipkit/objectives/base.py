@@ -18,6 +18,7 @@ from torch import nn
 # Keys a model output dict may carry (DESIGN.md, "Contracts").
 HEAD_CLIP = "clip"  # image_embeds, text_embeds, logit_scale
 HEAD_PROTOTYPES = "prototypes"  # image_protos, text_protos
+HEAD_SSL = "ssl"  # image_ssl [B, V, d]: each image view's SLIP projection (data.image_views >= 2)
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -27,11 +28,13 @@ def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 
 
 class Objective(nn.Module):
-    #: heads of the model this objective reads (HEAD_CLIP, HEAD_PROTOTYPES)
+    #: heads of the model this objective reads (HEAD_CLIP, HEAD_PROTOTYPES, HEAD_SSL)
     required_heads: ClassVar[frozenset[str]] = frozenset()
     #: whether it reads the model's `logit_scale`; one that does not leaves the scale without a
     #: gradient (and AdamW leaves it alone, in one process or many)
     uses_logit_scale: ClassVar[bool] = True
+    #: views of each training image it reads when data.image_views is left at 0
+    image_views: ClassVar[int] = 1
 
     def term_weight(self, name: str) -> float:
         """Weight of a `*_loss` term in the total; 1 unless the objective says otherwise."""

@@ -6,7 +6,7 @@ import torch
 
 from lipkit.config import ClipObjectiveConfig, ClipRegObjectiveConfig, ObjectiveConfig
 from lipkit.objectives.base import HEAD_CLIP, Objective
-from lipkit.objectives.clip import ClipBatch, clip_diagnostics, info_nce
+from lipkit.objectives.clip import ClipBatch, clip_diagnostics, clip_loss
 from lipkit.objectives.registration import register
 
 
@@ -59,7 +59,7 @@ class ClipRegObjective(Objective):
             # regulariser move the temperature, which is the quantity the theory sweeps.
             reg = reg * batch.scale.detach()
         return {
-            "contrastive_loss": info_nce(batch, self.clip_cfg.direction_reduction),
+            "contrastive_loss": clip_loss(batch, outputs, self.clip_cfg),
             "reg_loss": reg,
             **{k: v.detach() for k, v in parts.items()},
             **clip_diagnostics(batch),

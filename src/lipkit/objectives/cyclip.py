@@ -15,7 +15,7 @@ import torch
 
 from lipkit.config import ClipObjectiveConfig, CyClipObjectiveConfig, ObjectiveConfig
 from lipkit.objectives.base import HEAD_CLIP, Objective
-from lipkit.objectives.clip import ClipBatch, clip_diagnostics, info_nce
+from lipkit.objectives.clip import ClipBatch, clip_diagnostics, clip_loss
 from lipkit.objectives.registration import register
 
 
@@ -44,7 +44,7 @@ class CyClipObjective(Objective):
         batch = ClipBatch.gather(outputs)
         inmodal, crossmodal = consistency_terms(batch, self.cfg.reduction)
         return {
-            "contrastive_loss": info_nce(batch, self.clip_cfg.direction_reduction),
+            "contrastive_loss": clip_loss(batch, outputs, self.clip_cfg),
             "inmodal_loss": inmodal,
             "crossmodal_loss": crossmodal,
             **clip_diagnostics(batch),

@@ -3,7 +3,7 @@ builder `ObjectiveConfig -> Objective` (lipkit.objectives.registration), and the
 from __future__ import annotations
 
 from lipkit.config import ConfigError, ObjectiveConfig
-from lipkit.objectives import clip, clip_reg, cyclip, nclip, siglip, square, xclip  # noqa: F401  (each registers)
+from lipkit.objectives import clip, clip_reg, cyclip, nclip, siglip, slip, square, xclip  # noqa: F401  (each registers)
 from lipkit.objectives.base import Objective
 from lipkit.objectives.registration import BUILDERS, register  # noqa: F401  (register: re-exported)
 

@@ -9,6 +9,7 @@ import contextlib
 import copy
 import importlib.util
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class TrainResult:
     stopped_by: str | None = None  # the signal that ended the run early
     checkpoint: Path | None = None  # the newest checkpoint (rank 0)
     bad_steps: int = 0
+    already_finished: bool = False  # resumed from a checkpoint at train.steps: no step taken, nothing written
 
 
 def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: str | Path | None = None,
@@ -71,6 +73,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     # ---- set-up: processes, the config, the output checked and locked, the run's own config copy
     run_dir, dist_info = Path(run_dir), distributed.init_from_env()
     check_train_config(cfg.train, dist_info.world_size)
+    cfg.model.validate()
     if dist_info.is_main:
         check_writable(run_dir, "--out")
     with RunPlace(run_dir, writer=dist_info.is_main) as place, contextlib.ExitStack() as on_exit:
@@ -83,6 +86,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         checkpoint = _checkpoint_to_resume(resume, init, run_dir, dist_info.is_main)
 
         # ---- data and tokenizer (a resumed or warm-started run keeps its model's vocabulary)
+        cfg.data.image_views = _image_views(cfg)
         dataset = build_train_dataset(cfg.data, seed=cfg.train.seed, vision=cfg.model.vision)
         cfg.data.normalization = train_normalization(cfg.data, cfg.model.vision)  # what evaluation repeats
         tokenizer = _tokenizer(cfg, dataset, checkpoint or init)
@@ -97,6 +101,8 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         if checkpoint is not None:
             restore(learner, checkpoint, layout, cfg.train)
         progress, start_step = learner.progress, learner.progress.step
+        if checkpoint is not None and start_step >= cfg.train.steps:
+            return _nothing_to_train(cfg, learner, run_dir, checkpoint)
 
         # ---- run directory (rank 0 writes): nothing was written before this point
         resuming_here = checkpoint is not None and checkpoint.parent.parent.resolve() == run_dir.resolve()
@@ -148,16 +154,35 @@ def check_train_config(t: TrainConfig, world_size: int = 1) -> None:
                             ("save_every_steps", t.save_every_steps, 0)):
         if value < low:
             raise ConfigError(f"train.{key}: must be >= {low}, got {value}")
-    for key, value in (("save_every_minutes", t.save_every_minutes), ("lr", t.lr), ("weight_decay", t.weight_decay),
-                       ("grad_clip_norm", t.grad_clip_norm)):
+    for key, value in (("save_every_minutes", t.save_every_minutes), ("grad_clip_norm", t.grad_clip_norm)):
         if not value >= 0:  # NaN too
             raise ConfigError(f"train.{key}: must be >= 0, got {value}")
+    # an infinite or NaN rate (or decay) turns every weight into NaN at the first step
+    for key, value, ok, rule in (("lr", t.lr, 0 < t.lr < math.inf, "> 0 and finite"),
+                                 ("weight_decay", t.weight_decay, 0 <= t.weight_decay < math.inf, ">= 0 and finite"),
+                                 ("eps", t.eps, 0 < t.eps < math.inf, "> 0 and finite"),
+                                 ("beta1", t.beta1, 0 <= t.beta1 < 1, "in [0, 1)"),
+                                 ("beta2", t.beta2, 0 <= t.beta2 < 1, "in [0, 1)"),
+                                 ("min_lr_ratio", t.min_lr_ratio, 0 <= t.min_lr_ratio <= 1, "in [0, 1]")):
+        if not ok:
+            raise ConfigError(f"train.{key}: must be {rule}, got {value}")
     batch_layout(t.batch_size, world_size, t.accum_steps)
     if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard: the 'tensorboard' package is not installed (pip install tensorboard)")
 
 
 # --------------------------------------------------------------------------- the sections' details
+def _nothing_to_train(cfg: RunConfig, learner: Learner, run_dir: Path, checkpoint: Path) -> TrainResult:
+    """A resume from a checkpoint at train.steps: no step to take, nothing written. One past it
+    (train.steps lowered) is refused: the run cannot end before where it already is."""
+    step = learner.progress.step
+    if step > cfg.train.steps:
+        raise ConfigError(f"train.steps={cfg.train.steps}: the checkpoint to resume ({checkpoint}) is already at "
+                          f"step {step}; pass train.steps >= {step}")
+    return TrainResult(learner.model, run_dir, step, learner.progress.samples, 0.0, math.nan, start_step=step,
+                       checkpoint=checkpoint, already_finished=True)
+
+
 def _checkpoint_to_resume(resume: str | Path | None, init: str | Path | None, run_dir: Path,
                           is_main: bool) -> Path | None:
     """The checkpoint `--resume` names (None: a new run); refused together with `--init`."""
@@ -167,6 +192,16 @@ def _checkpoint_to_resume(resume: str | Path | None, init: str | Path | None, ru
     if resume is not None and checkpoint is None and is_main:
         logger.warning("lipkit: note: %s holds no checkpoint yet; starting from step 0", run_dir)
     return checkpoint
+
+
+def _image_views(cfg: RunConfig) -> int:
+    """data.image_views, or the objective's own number when it is left at 0 (SLIP: 3)."""
+    objective = build_objective(cfg.objective)
+    views = cfg.data.image_views or objective.image_views
+    if "ssl" in objective.required_heads and views < 2:
+        raise ConfigError(f"data.image_views: objective {cfg.objective.name} compares two views of each image, "
+                          f"so it needs 2 or more, got {views}")
+    return views
 
 
 def _tokenizer(cfg: RunConfig, dataset, model_dir: str | Path | None) -> Tokenizer:
@@ -253,7 +288,10 @@ def _to_device(batch: dict, tokenizer: Tokenizer, learner: Learner) -> MicroBatc
     if "image_features" in batch:  # frozen towers, cached features (lipkit.data.feature_cache)
         return TowerFeatures(batch["image_features"].to(device, dtype, non_blocking=True),
                              batch["text_features"].to(device, dtype, non_blocking=True))
-    images = batch["image"].to(device, dtype=dtype if batch["image"].is_floating_point() else None, non_blocking=True)
+    images = batch["image"]
+    if "views" in batch:  # [B, V, C, H, W]: the first view, then the extra ones (data.image_views)
+        images = torch.cat([images.unsqueeze(1), batch["views"]], dim=1)
+    images = images.to(device, dtype=dtype if images.is_floating_point() else None, non_blocking=True)
     if learner.channels_last and images.ndim == 4:
         images = images.contiguous(memory_format=torch.channels_last)
     tokens = tokenizer(list(batch["caption"])).to(device, non_blocking=True)

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from lipkit import distributed
 from lipkit.config import RunConfig
+from lipkit.progress import progress_bar
 from lipkit.train.collapse_guard import CollapseError, CollapseGuard, prototype_capacity_warning
 from lipkit.train.metrics_log import MetricsLog, Throughput
 from lipkit.train.step import Learner, StepOutcome
@@ -19,10 +20,12 @@ class Monitor:
                  is_main: bool):
         self.t, self.log, self.guard, self.is_main = cfg.train, log, guard, is_main
         capacity = prototype_capacity_warning(cfg.model.prototypes.num_prototypes, cfg.train.batch_size)
-        if capacity and "prototypes" in learner.objective.required_heads and is_main:
+        nclip = cfg.objective.nclip  # the warning is about ME-MAX's smoothness term
+        smoothing = nclip.balance in ("memax", "sinkhorn_memax") and nclip.lambda_smooth > 0
+        if capacity and smoothing and "prototypes" in learner.objective.required_heads and is_main:
             tqdm.write(f"lipkit: warning: {capacity}")
-        self.bar = tqdm(total=cfg.train.steps, initial=start_step, desc=f"train {cfg.objective.name}", unit="step",
-                        disable=not (cfg.train.progress and is_main), dynamic_ncols=True)
+        self.bar = progress_bar(total=cfg.train.steps, initial=start_step, desc=f"train {cfg.objective.name}",
+                                unit="step", disable=not (cfg.train.progress and is_main), dynamic_ncols=True)
         self.throughput = Throughput(cfg.train.data_wait_warn_share, cfg.data.num_workers)
         self.loss = math.nan  # of the last step that was not skipped
 

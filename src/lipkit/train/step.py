@@ -77,6 +77,9 @@ def train_step(learner: Learner, micro_batches: Sequence[MicroBatch], cfg: Train
     if finite:
         progress.bad_streak = 0
         distributed.average_gradients(learner.loop_synced)
+        if progress.step < learner.model.cfg.prototypes.freeze_steps:
+            for p in learner.model.prototype_vectors():  # no update, no weight decay (AdamW skips them)
+                p.grad = None
         precision.unscale_(optimizer)
         if cfg.grad_clip_norm > 0:
             grad_norm = clip_gradients([learner.wrapped, learner.loop_synced], cfg.grad_clip_norm)
