@@ -21,7 +21,6 @@ native tensors for a tower that reads them (Fashion-MNIST's 1x28x28).
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Sequence
 from pathlib import Path
 
