@@ -232,7 +232,7 @@ SHARD_MEMBERS = [("a", None), ("a/0001.png", b"\x89PNG" + bytes(700)), ("a/0001.
 
 
 def test_plain_shards_are_indexed_from_their_headers_as_tarfile_reads_them(tmp_path):
-    from lipkit.data.shards import _index_with_tarfile, index_shard
+    from lipkit.data.shard_index import _index_with_tarfile, index_shard
     from lipkit.data.tar_headers import plain_members
 
     shard = _tar(tmp_path / "s.tar", SHARD_MEMBERS)  # a 150-byte name fits ustar's prefix field
@@ -249,7 +249,7 @@ def test_plain_shards_are_indexed_from_their_headers_as_tarfile_reads_them(tmp_p
 
 
 def test_other_tars_are_left_to_tarfile(tmp_path):
-    from lipkit.data.shards import _index_with_tarfile, index_shard
+    from lipkit.data.shard_index import _index_with_tarfile, index_shard
     from lipkit.data.tar_headers import plain_members
 
     long_name = [("x" * 120 + ".png", bytes(10)), ("x" * 120 + ".cls", b"1")]  # no prefix split: extended headers
@@ -264,7 +264,7 @@ def test_other_tars_are_left_to_tarfile(tmp_path):
 
 
 def test_pax_paths_and_sizes_are_followed(tmp_path):
-    from lipkit.data.shards import _index_with_tarfile, index_shard
+    from lipkit.data.shard_index import _index_with_tarfile, index_shard
     from lipkit.data.tar_headers import plain_members
 
     members = [("x" * 120 + ".png", bytes(700)), ("x" * 120 + ".cls", b"1"), ("é/0002.txt", "ünïcode".encode())]

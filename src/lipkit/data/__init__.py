@@ -5,9 +5,9 @@
     pairs[0]  # {"image": FloatTensor[3, 224, 224], "caption": str, "index": 0, "skipped": ""}
 
 Modules: `pairs` (map-style datasets, and the replacement of bad samples), `formats` (folder /
-CSV / JSONL readers), `shards` (WebDataset), `stream` (rank × worker splitting, mixing streams),
+CSV / JSONL readers), `shards` (WebDataset; `shard_index` and `tar_headers` index a shard for evaluation), `stream` (rank × worker splitting, mixing streams),
 `mix` (weighted map-style mixes), `sources` (`open_pairs`, the run's dataset), `builtins` (the
-table of built-in sources: fetch, pairs, evaluation splits, licence), `transforms`, `images` (safe
+table of built-in sources: fetch, pairs, evaluation splits, licence), `transforms`, `augment` and `text_augment` (views and caption augmentation), `images` (safe
 decoding), `health` (bad-sample accounting), `feature_cache` (frozen towers), `tuxpaint`,
 `openclipart`, `fashion_mnist`, `debian`, `svg`, `manifest`, `cache`, `convert`, `composites` (cut-outs
 on cluttered backgrounds with known masks).

@@ -14,7 +14,7 @@ workers (`stream.worker_slot`) so each shard is read by one slot; with fewer sha
 every slot reads every shard and keeps every n-th sample instead. Samples then pass through a
 seeded shuffle buffer. The size is never needed in advance.
 
-`index_shard` lists the samples of an uncompressed shard with the byte range of each image,
+`lipkit.data.shard_index.index_shard` lists the samples of an uncompressed shard with the byte range of each image,
 reading only headers and the small fields, so that evaluation can decode any subset later.
 
 Safety: members are read into memory, never extracted, but a member whose name is absolute or
@@ -28,7 +28,6 @@ import json
 import random
 import tarfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lipkit.utf8_text import NotUtf8Error, decode_utf8
@@ -37,7 +36,6 @@ from .cache import DataSourceError
 from .images import DEFAULT_MAX_PIXELS, BadSampleError, open_image
 from .pairs import clean_captions, sample_hash
 from .stream import EpochStream, attach_skips, worker_slot
-from .tar_headers import Member, plain_members
 from .transforms import ImageTransform
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
@@ -125,106 +123,6 @@ def decode_captions(fields: dict[str, bytes], caption_field: str, where: str = "
         caps = [caps] if isinstance(caps, str) else caps if isinstance(caps, list) else []
         return clean_captions([c for c in caps if isinstance(c, str)])
     return ()
-
-
-@dataclass
-class IndexedSample:
-    """A sample of an uncompressed shard: where its image's bytes lie, and its small fields."""
-    key: str
-    image: tuple[int, int] | None  # (byte offset in the shard, size) of the first IMAGE_FIELDS member
-    ext: str  # that member's extension
-    fields: dict[str, bytes]  # the non-image members (cls, txt, json)
-
-
-_SMALL_FIELDS = ("cls", "txt", "json")
-_MAX_SMALL_BYTES = 1 << 20
-
-
-def index_shard(path: str) -> tuple[list[IndexedSample], list[tuple[str, str]]]:
-    """(samples, problems) of one uncompressed tar shard, reading only member headers and the
-    small fields (labels, captions): the images stay on disk, to be read later at their offsets
-    (random access, so any subset can be decoded in any order). A plain ustar shard is walked
-    header by header (lipkit.data.tar_headers); any other, through `tarfile`."""
-    try:
-        with open(path, "rb") as f:
-            members = plain_members(f)
-            if members is not None:
-                return _index_members(path, f, members)
-    except FileNotFoundError:
-        raise DataSourceError(f"{path}: shard not found") from None
-    except OSError:
-        pass  # tarfile says what is wrong, below
-    return _index_with_tarfile(path)
-
-
-def _index_members(path: str, f, members: list[Member]) -> tuple[list[IndexedSample], list[tuple[str, str]]]:
-    samples: list[IndexedSample] = []
-    problems: list[tuple[str, str]] = []
-    key, images, fields = None, {}, {}
-    for m in members:
-        bad = _unsafe_name(m.name)
-        if bad:
-            problems.append((f"{path}:{m.name}", f"refused: {bad}"))
-            continue
-        if not m.is_file:
-            continue
-        k, ext = split_key(m.name)
-        if k != key:
-            if key is not None:
-                samples.append(_sample(key, images, fields))
-            key, images, fields = k, {}, {}
-        if ext in IMAGE_FIELDS and m.size <= _MAX_MEMBER_BYTES:
-            images[ext] = (m.offset_data, m.size)
-        elif ext in _SMALL_FIELDS and m.size <= _MAX_SMALL_BYTES:
-            f.seek(m.offset_data)
-            fields[ext] = f.read(m.size)
-    if key is not None:
-        samples.append(_sample(key, images, fields))
-    return samples, problems
-
-
-def _sample(key: str, images: dict, fields: dict) -> IndexedSample:
-    ext = next((e for e in IMAGE_FIELDS if e in images), "")
-    return IndexedSample(key, images.get(ext), ext, fields)
-
-
-def _index_with_tarfile(path: str) -> tuple[list[IndexedSample], list[tuple[str, str]]]:
-    try:
-        tf = tarfile.open(path, mode="r:")
-    except FileNotFoundError:
-        raise DataSourceError(f"{path}: shard not found") from None
-    except (OSError, tarfile.TarError) as e:
-        raise DataSourceError(f"{path}: not an uncompressed tar shard ({e}); evaluation reads "
-                              "images at their offsets in plain .tar files") from None
-    samples: list[IndexedSample] = []
-    problems: list[tuple[str, str]] = []
-    key, images, fields = None, {}, {}
-
-    def flush():
-        if key is not None:
-            samples.append(_sample(key, images, fields))
-
-    with tf:
-        try:
-            for member in tf:
-                bad = _unsafe_name(member.name)
-                if bad:
-                    problems.append((f"{path}:{member.name}", f"refused: {bad}"))
-                    continue
-                if not member.isfile():
-                    continue
-                k, ext = split_key(member.name)
-                if k != key:
-                    flush()
-                    key, images, fields = k, {}, {}
-                if ext in IMAGE_FIELDS and member.size <= _MAX_MEMBER_BYTES:
-                    images[ext] = (member.offset_data, member.size)
-                elif ext in _SMALL_FIELDS and member.size <= _MAX_SMALL_BYTES:
-                    fields[ext] = tf.extractfile(member).read()
-        except (OSError, tarfile.TarError, EOFError) as e:
-            problems.append((path, f"shard is damaged after {key or 'the start'} ({type(e).__name__}: {e})"))
-    flush()
-    return samples, problems
 
 
 class ShardStream(EpochStream):

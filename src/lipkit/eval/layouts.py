@@ -30,7 +30,8 @@ from lipkit.data.formats import (
     table_rows,
 )
 from lipkit.data.pairs import clean_captions
-from lipkit.data.shards import decode_captions, expand_pattern, index_shard
+from lipkit.data.shard_index import index_shard
+from lipkit.data.shards import decode_captions, expand_pattern
 
 from .errors import EvalError
 from .images import ImageRef
