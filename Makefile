@@ -96,9 +96,8 @@ bench: $(STAMP) $(PEER_STAMP)
 theory-docs: $(STAMP)
 	$(VENV)/bin/lipkit theory all --out docs/theory
 
-# The paper-claims grid and docs/results.md (rerun to resume). With the recipe axis it is 318 runs,
-# not yet run in full (the 171 basic-recipe runs took 53 min on 2 cores on 2026-11-29; the strong
-# recipe's two views cost about twice a basic step). `make recipes` is the part that ran.
+# The paper-claims grid and docs/results.md (rerun to resume): 252 runs, both recipes (the strong one
+# at batch 256 only); the page states the wall time it took.
 results: $(STAMP) cairo wordnet
 	$(VENV)/bin/lipkit experiment experiments/paper-claims.yaml --out runs/paper-claims --page docs/results.md
 

@@ -70,7 +70,8 @@ def conditions(claim: ClaimSpec, spec: ExperimentSpec, groups: dict[Key, Group])
     datasets = claim.datasets or [d.name for d in spec.datasets]
     out = []
     for dataset in datasets:
-        batches = spec.batch_sizes_of(spec.dataset(dataset))
+        batches = sorted(set.intersection(*(set(spec.batch_sizes_of(spec.dataset(dataset), n))
+                                            for n in (*claim.a, *claim.b))))
         for metric in claim.metrics:
             for a in claim.a:
                 for b in claim.b:

@@ -48,7 +48,7 @@ class Cell:
 def build_cells(spec: ExperimentSpec) -> list[Cell]:
     """Every cell, dataset-major (a dataset's data and caches are warm for its whole block)."""
     cells = [Cell(d, s, b, seed) for d in spec.datasets for s in spec.settings_of(d)
-             for b in spec.batch_sizes_of(d) for seed in spec.seeds]
+             for b in spec.batch_sizes_of(d, s.name) for seed in spec.seeds]
     for cell in cells:
         try:
             cell.digest  # builds the config once, so a bad override fails here

@@ -88,6 +88,8 @@ def render(spec: ExperimentSpec, runs: int, groups: dict[Key, Group], verdicts: 
               "batch size sees the same number of training pairs (steps = samples / batch).", ""]
     for d in spec.datasets:
         steps = ", ".join(f"{max(1, round(d.samples / b))} steps at batch {b}" for b in spec.batch_sizes_of(d))
+        steps += "".join(f"; under the {rb.recipe} recipe batch {', '.join(map(str, sorted(set(rb.batch_sizes))))} only"
+                         for rb in d.recipe_batch_sizes)
         only = f"; settings: {', '.join(spec.setting(n).title for n in d.settings)}" if d.settings else ""
         lines += [f"- **{d.name}**: config `{d.config}`, {d.samples} training pairs per run ({steps}){only}; "
                   f"overrides: `{' '.join(d.set) or '(none)'}`"]

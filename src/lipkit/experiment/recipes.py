@@ -22,6 +22,11 @@ def twin(name: str, recipe: str) -> str:
     return f"{name}{SEP}{recipe}"
 
 
+def recipe_of(name: str) -> str | None:
+    """The further recipe a setting or selection twin trains under (None: the first recipe)."""
+    return name.rpartition(SEP)[2] if SEP in name else None
+
+
 def expand_recipes(spec) -> None:
     """Add the twins of every further recipe to `spec` (an ExperimentSpec), in place."""
     if not spec.recipes:
@@ -32,6 +37,13 @@ def expand_recipes(spec) -> None:
         unknown = [r for r in d.recipes if r not in spec.recipes]
         if unknown:
             raise ConfigError(f"datasets.{d.name}.recipes: not among the experiment's recipes {spec.recipes}: {unknown}")
+        for rb in d.recipe_batch_sizes:
+            if rb.recipe not in spec.recipes[1:] or rb.recipe not in (d.recipes or spec.recipes):
+                raise ConfigError(f"datasets.{d.name}.recipe_batch_sizes: '{rb.recipe}' is not a further recipe "
+                                  f"this dataset trains under ({[r for r in (d.recipes or spec.recipes)][1:]})")
+            if not rb.batch_sizes or min(rb.batch_sizes) < 1:
+                raise ConfigError(f"datasets.{d.name}.recipe_batch_sizes.{rb.recipe}: list positive batch sizes, "
+                                  f"got {rb.batch_sizes}")
     first, further = spec.recipes[0], spec.recipes[1:]
     base_settings = list(spec.settings)
     for recipe in further:
@@ -56,7 +68,9 @@ def expand_recipes(spec) -> None:
         claims.append(dataclasses.replace(c, text=f"{c.text} (under the {first} recipe)"))
         for recipe in further:
             datasets = [d.name for d in spec.datasets
-                        if (not c.datasets or d.name in c.datasets) and recipe in (d.recipes or spec.recipes)]
+                        if (not c.datasets or d.name in c.datasets) and recipe in (d.recipes or spec.recipes)
+                        and (c.kind != "gap_grows_as_batch_shrinks"
+                             or len(spec.batch_sizes_of(d, twin("", recipe))) > 1)]
             if datasets:
                 claims.append(dataclasses.replace(
                     c, id=twin(c.id, recipe), text=f"{c.text} (under the {recipe} recipe)",

@@ -37,7 +37,7 @@ def choose(spec: ExperimentSpec, records: list[dict], groups: dict[Key, Group]
         for dataset in spec.datasets:
             if not set(sel.candidates) <= {s.name for s in spec.settings_of(dataset)}:
                 continue  # a data set that runs only some candidates has no choice to make
-            for batch in spec.batch_sizes_of(dataset):
+            for batch in spec.batch_sizes_of(dataset, sel.name):
                 scores, complete = {}, True
                 for candidate in sel.candidates:
                     values = [validation_score(r, spec.validation_metrics) for r in records

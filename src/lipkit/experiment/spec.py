@@ -37,9 +37,15 @@ from typing import Literal
 from lipkit.typed_config import ConfigError, from_mapping
 from lipkit.yaml_loader import read_yaml
 
-from .recipes import expand_recipes
+from .recipes import expand_recipes, recipe_of
 
 CLAIM_KINDS = ("greater", "not_less", "gap_grows_as_batch_shrinks")
+
+
+@dataclass
+class RecipeBatchSizes:
+    recipe: str = ""
+    batch_sizes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +57,8 @@ class DatasetSpec:
     settings: list[str] = field(default_factory=list)  # run only these settings here (default: all)
     batch_sizes: list[int] = field(default_factory=list)  # default: the experiment's
     recipes: list[str] = field(default_factory=list)  # train only under these recipes (default: all)
+    # a further recipe that trains here at fewer batch sizes (to fit a time budget)
+    recipe_batch_sizes: list[RecipeBatchSizes] = field(default_factory=list)
 
 
 @dataclass
@@ -115,8 +123,15 @@ class ExperimentSpec:
     def settings_of(self, dataset: DatasetSpec) -> list[SettingSpec]:
         return [s for s in self.settings if not dataset.settings or s.name in dataset.settings]
 
-    def batch_sizes_of(self, dataset: DatasetSpec) -> list[int]:
-        return sorted(set(dataset.batch_sizes or self.batch_sizes))
+    def batch_sizes_of(self, dataset: DatasetSpec, setting: str | None = None) -> list[int]:
+        """The dataset's batch sizes; with `setting`, those that setting trains at (a further
+        recipe's twin `S@R` may train at fewer: the dataset's `recipe_batch_sizes`)."""
+        sizes = dataset.batch_sizes or self.batch_sizes
+        recipe = recipe_of(setting) if setting else None
+        for rb in dataset.recipe_batch_sizes:
+            if rb.recipe == recipe:
+                sizes = rb.batch_sizes
+        return sorted(set(sizes))
 
     @property
     def validated(self) -> set[str]:
