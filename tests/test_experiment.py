@@ -11,6 +11,7 @@ from lipkit.cli import main
 from lipkit.config import ConfigError
 from lipkit.experiment import load_spec
 from lipkit.experiment.claims import judge
+from lipkit.experiment.grid import build_cells
 from lipkit.experiment.metrics import extract
 from lipkit.experiment.spec import ClaimSpec, DatasetSpec, ExperimentSpec, SettingSpec
 from lipkit.experiment.summary import Stat, summarise
@@ -267,3 +268,34 @@ def test_a_trained_cell_without_its_record_is_only_evaluated(tmp_path, capsys):
     assert (cell_dir / "run/model.safetensors").stat().st_mtime_ns == model_mtime  # not retrained
     assert after["train_seconds"] == before["train_seconds"]
     assert after["metrics"] == pytest.approx(before["metrics"])
+
+
+def test_cell_digests_survive_new_config_fields():
+    """A field added to the config must not make every recorded grid stale: one whose default keeps
+    the old behaviour is `neutral_default`, and digests leave it out while it holds that default.
+    These digests were recorded on 2026-12-06 (the paper-claims grid); a change here retrains
+    every cell of every grid."""
+    cells = {c.key: c for c in build_cells(load_spec(Path(__file__).parents[1] / "experiments/paper-claims.yaml"))}
+    assert cells["fashion-mnist/clip/b64/s0"].digest == "a9f2d275a9377d2f"
+    assert cells["fashion-mnist/xclip@strong/b256/s0"].digest == "20eb8119e4f8262f"
+    assert cells["tuxpaint-openclipart/clip/b256/s0"].digest == "bf9271f75515befb"
+
+
+def test_digest_dict_leaves_out_only_neutral_fields_at_their_default():
+    from dataclasses import dataclass, field
+
+    from lipkit.typed_config import digest_dict, to_dict
+
+    @dataclass
+    class Inner:
+        k: int = 1
+
+    @dataclass
+    class Cfg:
+        a: int = 0
+        new: Inner = field(default_factory=Inner, metadata={"neutral_default": True})
+        flag: bool = field(default=False, metadata={"neutral_default": True})
+
+    assert digest_dict(Cfg()) == {"a": 0}
+    assert to_dict(Cfg()) == {"a": 0, "new": {"k": 1}, "flag": False}
+    assert digest_dict(Cfg(a=2, new=Inner(3), flag=True)) == {"a": 2, "new": {"k": 3}, "flag": True}

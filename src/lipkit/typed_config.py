@@ -4,7 +4,9 @@ Every unknown key or wrong type is a one-line `ConfigError` naming the key: the 
 the expected type. A field may carry `metadata={"key": ...}` to use another name in YAML (e.g.
 `lambda`, a Python keyword), and `metadata={"recorded_default": v}` for a field added after runs
 were recorded: a config a run wrote before the field existed (`recorded=True`) means `v` by its
-absence, whatever the new default. Supported field types: nested dataclasses, Literal, list, bool, int,
+absence, whatever the new default; `metadata={"neutral_default": True}` for a field added whose
+default keeps the behaviour from before it (`digest_dict` leaves it out while it holds that
+default, so digests of configs recorded before it stay valid). Supported field types: nested dataclasses, Literal, list, bool, int,
 float, str, and `T | None` of those (YAML null is None). `check_choices` makes the Literal check on a
 dataclass built in code."""
 from __future__ import annotations
@@ -105,6 +107,25 @@ def check_choices(cfg: Any, path: str = "") -> None:
             check_choices(value, full)
         elif typing.get_origin(hints[f.name]) is Literal:
             _coerce(value, hints[f.name], full)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def digest_dict(cfg: Any) -> dict:
+    """`to_dict` without the `neutral_default` fields that hold their default: what a digest of
+    the config (an experiment cell's) is taken of, so adding such a field changes no digest."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.metadata.get("neutral_default") and v == _default_of(f):
+            continue
+        if isinstance(v, list):
+            out[_key_of(f)] = [digest_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
+        else:
+            out[_key_of(f)] = digest_dict(v) if dataclasses.is_dataclass(v) else v
+    return out
 
 
 def to_dict(cfg: Any) -> dict:

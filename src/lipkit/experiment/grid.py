@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from lipkit.config import ConfigError, RunConfig, load_config, to_dict
+from lipkit.config import ConfigError, RunConfig, load_config
+from lipkit.typed_config import digest_dict
 
 from .spec import DatasetSpec, ExperimentSpec, SettingSpec, read_spec
 
@@ -38,7 +39,7 @@ class Cell:
     @cached_property
     def digest(self) -> str:
         """Digest of the cell's run config: a record made under another config is stale."""
-        text = json.dumps(to_dict(self.config()), sort_keys=True)
+        text = json.dumps(digest_dict(self.config()), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def directory(self, out: Path) -> Path:
