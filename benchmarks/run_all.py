@@ -56,6 +56,7 @@ def compare_rows(results: list[tuple[str, dict]]) -> list[str]:
 KEPT_SECTIONS = (
     "## lipkit eval against CLIP_benchmark",  # benchmarks/clip_benchmark_speed.py --page
     "## Image views",  # benchmarks/image_views.py, its table copied with the command beside it
+    "## LoRA against full fine-tuning",  # benchmarks/lora.py --page
 )
 
 

@@ -182,3 +182,22 @@ def worker(rank: int, size: int, init_file: str, out_dir: str) -> None:
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def train_worker(rank: int, size: int, port: int, out_dir: str, runs: dict) -> None:
+    """tests/test_lora.py: train each of `runs` ({name: RunConfig}) as rank `rank` of `size` gloo
+    processes (torchrun's environment), into OUT/name-rank{rank}: only rank 0's may be written."""
+    import os
+    from pathlib import Path
+
+    from lipkit.train import train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        for name, cfg in runs.items():
+            train(cfg, Path(out_dir) / f"{name}-rank{rank}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

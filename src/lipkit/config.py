@@ -79,7 +79,7 @@ class PrototypeHeadConfig:
     num_prototypes: int = 256
     # BatchNorm after the MLP's first layer, with the statistics of the global batch. It removes
     # the component every sample shares at initialisation, without which nCLIP alone collapses
-    # to a constant output on real data (README "Objectives"). Runs recorded before this field
+    # to a constant output on real data (docs/guides/objectives.md). Runs recorded before this field
     # existed had none.
     batch_norm: bool = field(default=True, metadata={"recorded_default": False})
     # the prototype vectors stay fixed for the first N optimizer steps (SwAV's and clip-rocket's
@@ -95,6 +95,36 @@ class SslHeadConfig:
     hidden_dim: int = 4096
     out_dim: int = 256
     layers: int = 3
+
+
+LORA_HEADS = ("projections", "logit_scale", "prototypes", "ssl", "adapters")
+
+
+@dataclass
+class LoraTargetsConfig:
+    """The linear projections of each tower that get adapters: "attention" (each block's q/k/v
+    and output projections; lipkit's fused q/k/v gets one adapter), "mlp" (each block's two MLP
+    layers). A tower with none stays wholly frozen."""
+
+    image: list[Literal["attention", "mlp"]] = field(default_factory=lambda: ["attention"])
+    text: list[Literal["attention", "mlp"]] = field(default_factory=lambda: ["attention"])
+
+
+@dataclass
+class LoraConfig:
+    """LoRA (Hu et al. 2021; lipkit.models.lora): every base weight frozen, each target projection
+    W x + b gains (alpha / rank) B A dropout(x), with B zero at the start (the model starts as the
+    base model). Only the adapters and the heads in `train_heads` train."""
+
+    enabled: bool = False
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0  # on the adapters' input, in training (the run's random stream)
+    targets: LoraTargetsConfig = field(default_factory=LoraTargetsConfig)
+    # heads that train beside the adapters: the CLIP projections, the logit scale, the nCLIP
+    # prototype heads, SLIP's projector, the residual adapters (model.adapter_layers)
+    train_heads: list[Literal["projections", "logit_scale", "prototypes", "ssl", "adapters"]] = field(
+        default_factory=lambda: list(LORA_HEADS))
 
 
 @dataclass
@@ -120,6 +150,7 @@ class ModelConfig:
     # image projector).
     # Empty means "what the objective needs"; the trainer fills it in and the run records it.
     heads: list[str] = field(default_factory=list)
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"neutral_default": True})  # low-rank adapters on frozen towers
 
     def validate(self) -> None:
         """One-line ConfigErrors for architecture fields no model can be built with (sizes that
@@ -149,9 +180,23 @@ class ModelConfig:
             rules += [("text.vocab_size", t.vocab_size, t.vocab_size >= 1, ">= 1"),
                       ("text.context_length", t.context_length, t.context_length >= 2,
                        ">= 2 (a start and an end token)")]
+        lora = self.lora
+        if lora.enabled:
+            rules += [("lora.rank", lora.rank, lora.rank >= 1, ">= 1"),
+                      ("lora.alpha", lora.alpha, 0 < lora.alpha < math.inf, "> 0 and finite"),
+                      ("lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)")]
         for key, value, ok, rule in rules:
             if not ok:  # NaN fails every rule too
                 raise ConfigError(f"model.{key}: must be {rule}, got {value}")
+        if lora.enabled:
+            if not lora.targets.image and not lora.targets.text:
+                raise ConfigError("model.lora.targets: no tower has a target; name attention and/or mlp under "
+                                  "model.lora.targets.image or model.lora.targets.text")
+            for tower, locked in (("image", self.lock_image), ("text", self.lock_text)):
+                if locked:
+                    raise ConfigError(f"model.lock_{tower}: LoRA (model.lora.enabled) freezes every base weight "
+                                      f"already; to keep the {tower} tower wholly frozen, set "
+                                      f"model.lora.targets.{tower}=[]")
         if v.name == "vit" and v.image_size % v.patch_size:
             raise ConfigError(f"model.vision.patch_size: {v.patch_size} does not divide model.vision.image_size "
                               f"{v.image_size} (the patches tile the image)")
@@ -191,7 +236,7 @@ class TextAugmentConfig:
 
 @dataclass
 class SourceConfig:
-    """One source of image-caption pairs (README "Your own data")."""
+    """One source of image-caption pairs (docs/guides/data.md)."""
 
     # a built-in name (fashion-mnist, digits, tuxpaint, openclipart), a folder of images with
     # .txt captions, a .csv/.tsv/.jsonl file, or a WebDataset shard pattern (x-{000..009}.tar)
@@ -271,7 +316,7 @@ class TrainConfig:
     log_every_steps: int = 10
     save_every_steps: int = 0  # 0 saves only at the end
     progress: bool = True
-    # ---- training at scale (README "Training at scale")
+    # ---- training at scale (docs/guides/scale.md)
     accum_steps: int = 1  # micro-batches per optimizer step; the objective still sees the whole batch
     save_every_minutes: float = 0.0  # also checkpoint every N minutes (0 = off)
     keep_checkpoints: int = 3  # checkpoint directories kept under RUN/checkpoints
@@ -288,6 +333,17 @@ class TrainConfig:
     collapse_threshold: float = 0.05
     collapse_patience: int = 3
     stop_on_collapse: bool = False
+    # ---- evaluation during training (lipkit.train.in_training_eval; docs/guides/fine-tuning.md):
+    # `lipkit eval`'s tasks on one dataset, trimmed by the eval.* limits, before the first step, every
+    # N steps and/or minutes, and after the last; recorded in metrics.jsonl. 0 and 0: off
+    eval_every_steps: int = field(default=0, metadata={"neutral_default": True})
+    eval_every_minutes: float = field(default=0.0, metadata={"neutral_default": True})
+    eval_tasks: list[str] = field(default_factory=list, metadata={"neutral_default": True})  # []: zeroshot when the data has classes, else retrieval
+    eval_dataset: str = field(default="", metadata={"neutral_default": True})  # a path or built-in name, as `lipkit eval --dataset`; "": the run's held-back split
+    # the evaluation whose metric (TASK/METRIC as metrics.jsonl names it, e.g. zeroshot/acc1) is best
+    # keeps its weights in RUN/checkpoints/best ("": none kept)
+    keep_best: str = field(default="", metadata={"neutral_default": True})
+    keep_best_mode: Literal["max", "min"] = field(default="max", metadata={"neutral_default": True})
 
 
 @dataclass
@@ -324,7 +380,7 @@ class EvalConfig:
     batch_size: int = 1000
     # `lipkit eval` (src/lipkit/eval/registry.py names the tasks): which data they use and their settings.
     # A dataset is a built-in name (fashion-mnist, tuxpaint) or a path: class folders, a
-    # CSV/TSV/JSONL table, WebDataset shards (README "Evaluate on your own data"). The *_limit
+    # CSV/TSV/JSONL table, WebDataset shards (docs/guides/evaluate.md). The *_limit
     # fields take the first N images of a built-in set, N spread evenly over a set given by path
     # (0: all); a set given by path is read whole unless a limit is set, as CLIP_benchmark reads it.
     dataset: str = "fashion-mnist"

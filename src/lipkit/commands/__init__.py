@@ -2,4 +2,5 @@
 exposes `add_parser(subparsers)` (cheap: no heavy imports) that registers its arguments and sets
 `func(args) -> int`."""
 
-COMMANDS = ("train", "eval", "report", "demo", "bench", "data", "theory", "experiment", "export", "import_model")
+COMMANDS = ("train", "eval", "report", "demo", "bench", "data", "theory", "experiment", "export", "import_model", "merge",
+            "interpolate")

@@ -108,14 +108,23 @@ def from_lipkit_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> EvalM
 
     run_dir = Path(run_dir)
     loaded = load_directory(run_dir)  # what lipkit.load returns, plus the config
-    model, cfg = loaded.model, _with_eval_overrides(_recorded_eval(loaded.config), overrides)
+    cfg = _with_eval_overrides(_recorded_eval(loaded.config), overrides)
+    return from_lipkit_model(loaded.model, loaded.tokenizer, loaded.preprocess, cfg, name=run_dir.name,
+                             pretrained=str(run_dir))
+
+
+def from_lipkit_model(model, tokenize: Callable[[list[str]], torch.Tensor],
+                      preprocess: Callable[[Image.Image], torch.Tensor], cfg: RunConfig, *, name: str,
+                      pretrained: str) -> EvalModel:
+    """A lipkit model (in memory: a run's, or the one evaluated during training) with the hooks
+    its towers and heads give, evaluated with `cfg.eval`."""
     # LIPModel.encode_image is projection(vision(x)), or the prototype head without CLIP heads
     # (tests/test_eval_runner.py checks that these hooks reproduce it).
     head = model.image_projection if "clip" in model.heads else model.image_prototypes
-    em = EvalModel(model, loaded.tokenizer, loaded.preprocess, name=run_dir.name, pretrained=str(run_dir),
+    em = EvalModel(model, tokenize, preprocess, name=name, pretrained=pretrained,
                    eval=cfg.eval, run=cfg, image_features=model.image_trunk,
                    text_features=model.text_trunk, image_head=head, seed=cfg.train.seed,
-                   preprocess_array=_fashion_mnist_array_path(loaded.preprocess, cfg))
+                   preprocess_array=_fashion_mnist_array_path(preprocess, cfg))
     if "prototypes" in model.heads:
         em.image_prototype_head = model.image_prototypes
         em.text_prototypes = lambda t: model.text_prototypes(model.text_trunk(t))

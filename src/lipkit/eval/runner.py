@@ -125,9 +125,10 @@ def _provenance(d: EvalData, task: str) -> dict:
 
 
 def evaluate_model(em: EvalModel, tasks: Sequence[str], progress: bool = True,
-                   memo: TowerMemo | None = None) -> EvalOutput:
+                   memo: TowerMemo | None = None, strict: bool = False) -> EvalOutput:
     """Run `tasks` (CLI names) on `em` over the datasets its eval config names. A `memo`
-    shared across calls reuses the outputs of locked towers (a grid of LiT runs)."""
+    shared across calls reuses the outputs of locked towers (a grid of LiT runs). `strict`: a
+    task that does not apply to a dataset raises its TaskSkipped instead of being skipped."""
     tasks = parse_tasks(tasks)
     if memo is not None:
         memo.install(em.model)
@@ -142,6 +143,8 @@ def evaluate_model(em: EvalModel, tasks: Sequence[str], progress: bool = True,
             try:
                 results = TASKS[task].evaluate(em, data, cache=ctx)
             except TaskSkipped as skipped:
+                if strict:
+                    raise
                 note(f"{task} on {data.name}: skipped, {skipped.reason}")
                 continue
             out.seconds[(data.name, task)] = time.perf_counter() - start

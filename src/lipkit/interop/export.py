@@ -38,7 +38,7 @@ def export_run(spec: str | Path, fmt: str, out: str | Path) -> ExportReport:
     if fmt not in FORMATS:
         raise InteropError(f"--to {fmt}: unknown format; choose {' or '.join(FORMATS)}")
     module = FORMATS[fmt]
-    loaded = load_directory(spec)
+    loaded = load_directory(spec, merged=True)  # LoRA adapters folded into the base weights
     cfg, model, tokenizer = loaded.config.model, loaded.model, loaded.tokenizer
     notes = check_exportable(cfg, model.heads, fmt)
     module.check_tokenizer(cfg, tokenizer)

@@ -12,6 +12,7 @@ from torch import nn
 from lipkit.config import ConfigError, ModelConfig
 from lipkit.errors import LipkitError
 from lipkit.models.heads import PrototypeHead, ResidualAdapter, SslProjector
+from lipkit.models.lora import apply_lora
 from lipkit.models.towers import build_text_tower, build_vision_tower
 
 HEADS = ("clip", "prototypes", "ssl")
@@ -76,6 +77,11 @@ class LIPModel(nn.Module):
             if cfg.ssl.layers < 1 or cfg.ssl.hidden_dim < 1 or cfg.ssl.out_dim < 1:
                 raise ConfigError(f"model.ssl: layers, hidden_dim and out_dim must be >= 1, got {cfg.ssl}")
             self.image_ssl = SslProjector(self.vision.width, cfg.ssl)
+        if cfg.lora.enabled:  # last: every base weight is drawn as in the model without LoRA
+            self._frozen += apply_lora(self, cfg.lora)
+            # a tower without adapters is wholly frozen: its features can be cached and memoized
+            self.image_locked = not cfg.lora.targets.image
+            self.text_locked = not cfg.lora.targets.text
 
     def train(self, mode: bool = True) -> "LIPModel":
         super().train(mode)

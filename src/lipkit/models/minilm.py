@@ -81,6 +81,14 @@ class MiniLMTower(nn.Module):
         """Embeddings, then each of the 6 layers: what `model.lock_text_unlocked_blocks` counts."""
         return [[self.bert.embeddings], *[[layer] for layer in self.bert.encoder.layer]]
 
+    def projections(self) -> dict[str, list[str]]:
+        """The linear layers LoRA can adapt, by kind (lipkit.models.towers): BERT's query, key,
+        value and attention output; its intermediate and output layers."""
+        layers = [f"bert.encoder.layer.{i}" for i in range(len(self.bert.encoder.layer))]
+        return {"attention": [f"{layer}.attention.{n}" for layer in layers
+                              for n in ("self.query", "self.key", "self.value", "output.dense")],
+                "mlp": [f"{layer}.{n}" for layer in layers for n in ("intermediate.dense", "output.dense")]}
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.shape[1] > self.cfg.context_length:
             raise ValueError(f"text tower expects tokens of shape [B, L<={self.cfg.context_length}], got {list(tokens.shape)}")

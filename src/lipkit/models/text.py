@@ -26,6 +26,10 @@ class TextTransformer(nn.Module):
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.01)
 
+    def projections(self) -> dict[str, list[str]]:
+        """The linear layers LoRA can adapt, by kind (lipkit.models.towers)."""
+        return {kind: [f"transformer.{n}" for n in names] for kind, names in self.transformer.projections().items()}
+
     def lock_groups(self) -> list[list]:
         """Embeddings, each block, final norm."""
         return [[self.token_embed, self.pos_embed], *[[b] for b in self.transformer.blocks], [self.norm_final]]

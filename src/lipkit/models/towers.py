@@ -1,7 +1,8 @@
 """Towers by config name. A tower is an nn.Module with `width` (its pooled feature size) whose
 forward maps images [B, C, H, W] (or token ids [B, L]) to pooled features [B, width], and
 `lock_groups()`: its parameters in groups from input to output, which LiT locking freezes all
-but the last N of. Pretrained towers import their dependencies only when built."""
+but the last N of; a tower with linear projections LoRA can adapt also has `projections()`: their
+module names by kind ("attention", "mlp"). Pretrained towers import their dependencies only when built."""
 from __future__ import annotations
 
 from typing import Callable

@@ -35,9 +35,8 @@ class Attention(nn.Module):
         """Attention output [B, W] at position rows[i] of each sample i (keys: every position)."""
         b, n, w = x.shape
         d = w // self.heads
-        weight, bias = self.qkv.weight, self.qkv.bias
-        q = F.linear(x[torch.arange(b, device=x.device), rows], weight[:w], bias[:w])
-        k, v = F.linear(x, weight[w:], bias[w:]).view(b, n, 2, self.heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        q = output_slice(self.qkv, x[torch.arange(b, device=x.device), rows], 0, w)
+        k, v = output_slice(self.qkv, x, w, 3 * w).view(b, n, 2, self.heads, d).permute(2, 0, 3, 1, 4).unbind(0)
         if causal:  # the row sees the keys up to itself
             visible = (torch.arange(n, device=x.device) <= rows[:, None])[:, None, None, :]
             attn_mask = visible if attn_mask is None else attn_mask & visible
@@ -46,6 +45,15 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.proj(out.reshape(b, w))
+
+
+def output_slice(linear: nn.Linear, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Output features start:stop of `linear` at `x`, computing only those (a LoRA layer,
+    lipkit.models.lora, adds its update to them)."""
+    part = getattr(linear, "output_slice", None)
+    if part is not None:
+        return part(x, start, stop)
+    return F.linear(x, linear.weight[start:stop], None if linear.bias is None else linear.bias[start:stop])
 
 
 class QuickGELU(nn.Module):
@@ -94,6 +102,12 @@ class Transformer(nn.Module):
             # Through __call__ (not a separate method), so FSDP's and DDP's module hooks run.
             x = block(x, attn_mask, causal, rows if i == last else None)
         return x
+
+    def projections(self) -> dict[str, list[str]]:
+        """The linear layers LoRA can adapt (lipkit.models.lora), by kind; names within this module."""
+        blocks = range(len(self.blocks))
+        return {"attention": [f"blocks.{i}.attn.{n}" for i in blocks for n in ("qkv", "proj")],
+                "mlp": [f"blocks.{i}.mlp.{j}" for i in blocks for j in (0, 2)]}
 
 
 def init_transformer_(module: nn.Module, std: float = 0.02) -> None:

@@ -30,6 +30,10 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
+    def projections(self) -> dict[str, list[str]]:
+        """The linear layers LoRA can adapt, by kind (lipkit.models.towers)."""
+        return {kind: [f"transformer.{n}" for n in names] for kind, names in self.transformer.projections().items()}
+
     def lock_groups(self) -> list[list]:
         """Embedding (patchify, cls, positions, pre-norm), each block, final norm."""
         return [[self.patchify, self.cls_token, self.pos_embed, self.norm_pre], *[[b] for b in self.transformer.blocks],

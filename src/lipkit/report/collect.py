@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lipkit.errors import LipkitError
 from lipkit.eval.results import DETAILS_SUFFIX, details_path, files_path
+from lipkit.eval.wise_ft import CURVE_FILE, read_curve
 from lipkit.typed_config import ConfigError
 from lipkit.yaml_loader import read_yaml
 
@@ -33,6 +34,7 @@ class RunData:
     records: list[dict] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # "dataset/task" -> curves, histograms
     files: Path | None = None  # the folder of the pictures the details name (lipkit eval's .files/)
+    curve: dict | None = None  # lipkit interpolate --alphas: the WiSE-FT curve (lipkit.eval.wise_ft)
 
     @property
     def objective(self) -> str:
@@ -115,6 +117,11 @@ def load_source(path: str | Path) -> RunData:
             raise ReportError(str(e)) from None
     if (path / "metrics.jsonl").is_file():
         run.log = read_log(path / "metrics.jsonl")
+    if (path / CURVE_FILE).is_file():
+        try:
+            run.curve = read_curve(path / CURVE_FILE)
+        except LipkitError as e:
+            raise ReportError(str(e)) from None
     if (path / RESULTS_FILE).is_file():
         run.records = _records(_read_json(path / RESULTS_FILE), path / RESULTS_FILE)
         run.details = _details_of(path / RESULTS_FILE)
@@ -129,7 +136,7 @@ def load_source(path: str | Path) -> RunData:
     if not run.log and not run.records and not is_run:
         raise ReportError(f"{path}: nothing to report: not a run directory (no config.yaml) and no results "
                           f"files (lipkit eval --out / --out-dir) in it")
-    if not run.log and not run.records:
+    if not run.log and not run.records and not run.curve:
         raise ReportError(f"{path}: nothing to report (no metrics.jsonl and no results; run "
                           f"'lipkit eval {path} --out {path / RESULTS_FILE}' first)")
     return run

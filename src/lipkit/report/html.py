@@ -20,7 +20,7 @@ from lipkit.eval.registry import (
 )
 from lipkit.files import atomic_write
 
-from . import emergent, plots
+from . import emergent, plots, wise_ft
 from .collect import RunData, load_sources
 
 # (label, task, metric, dataset suffix, higher is better: True, False, or how to read a figure with no
@@ -225,12 +225,16 @@ def render(runs: Sequence[RunData], title: str = "lipkit report") -> str:
                  "with its mask, against a centred Gaussian and a uniform map), what the "
                  "prototypes stand for, and whether neighbours share a class "
                  "(<code>lipkit eval RUN --tasks emergent</code>).", emergent.section_content(runs)),
+        _section("Weight-space interpolation (WiSE-FT)", "Zero-shot accuracy of the weight-space mixes "
+                 "of two runs, in distribution and under a distribution shift: does a mix of the fine-tuned "
+                 "model with the one it started from keep the gains and the robustness?",
+                 wise_ft.section_content(runs)),
     ]
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     n = len(runs)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{CSS}{emergent.CSS}</style></head><body><main>"
+            f"<title>{_e(title)}</title><style>{CSS}{emergent.CSS}{wise_ft.CSS}</style></head><body><main>"
             f"<header><h1>{_e(title)}</h1><p>{n} run{'s' if n != 1 else ''} · generated {stamp}</p>"
             f'</header><div class="cards">{cards}</div>{"".join(sections)}'
             f"<footer>Made by <code>lipkit report</code>. Numbers are CLIP_benchmark records "

@@ -18,6 +18,7 @@ Underneath: `load_model` (the model alone), `load_run` (model, tokenizer, config
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from lipkit.data.images import flatten_image, open_image
 from lipkit.data.transforms import ImageTransform
 from lipkit.errors import LipkitError
 from lipkit.models import LIPModel
+from lipkit.models.lora import merged_model, without_lora
 from lipkit.runs.directory import MODEL_FILE, TOKENIZER_FILE, CheckpointError, load_run_config, load_state_into
 from lipkit.tokenizer import Tokenizer
 
@@ -76,11 +78,15 @@ def load_model(run_dir: str | Path, cfg: RunConfig | None = None) -> LIPModel:
     return model
 
 
-def load_run(run_dir: str | Path) -> tuple[LIPModel, Tokenizer, RunConfig]:
-    """(model, tokenizer, config) of a finished or in-progress run directory."""
+def load_run(run_dir: str | Path, merged: bool = False) -> tuple[LIPModel, Tokenizer, RunConfig]:
+    """(model, tokenizer, config) of a finished or in-progress run directory. `merged`: a LoRA
+    run's adapters folded into the base weights, a plain model and its config with LoRA off."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     model = load_model(run_dir, cfg)
+    if merged and cfg.model.lora.enabled:
+        model, cfg = merged_model(model).eval(), copy.deepcopy(cfg)
+        cfg.model = without_lora(cfg.model)
     tok_path = run_dir / TOKENIZER_FILE
     if not tok_path.is_file():
         raise CheckpointError(f"{run_dir}: missing {TOKENIZER_FILE}")
@@ -100,17 +106,19 @@ def image_transform(cfg: RunConfig) -> Preprocess:
     return Preprocess(**{f.name: getattr(t, f.name) for f in dataclasses.fields(t)})
 
 
-def load_directory(path: str | Path) -> LoadedModel:
-    """Model, preprocessing, tokenizer and config of a run, checkpoint or imported-model directory."""
+def load_directory(path: str | Path, merged: bool = False) -> LoadedModel:
+    """Model, preprocessing, tokenizer and config of a run, checkpoint or imported-model directory
+    (`merged`: see load_run)."""
     path = Path(path)
-    model, tokenizer, cfg = load_run(path)
+    model, tokenizer, cfg = load_run(path, merged)
     return LoadedModel(model, image_transform(cfg), tokenizer, cfg, path)
 
 
-def load(spec: str | Path) -> tuple[LIPModel, Preprocess, Tokenizer]:
-    """(model, preprocess, tokenizer) of a lipkit directory; see the module docstring."""
+def load(spec: str | Path, merged: bool = False) -> tuple[LIPModel, Preprocess, Tokenizer]:
+    """(model, preprocess, tokenizer) of a lipkit directory; see the module docstring. `merged`:
+    a LoRA run's model as a plain one, its adapters folded into the base weights."""
     if str(spec).startswith(FOREIGN_PREFIXES):
         raise LoadError(f"{spec}: lipkit.load reads lipkit directories; convert it first with "
                         f"`lipkit import {spec} OUT`, then load OUT")
-    loaded = load_directory(spec)
+    loaded = load_directory(spec, merged)
     return loaded.model, loaded.preprocess, loaded.tokenizer

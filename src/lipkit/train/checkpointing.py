@@ -40,8 +40,10 @@ _clock = time.monotonic  # replaced in tests
 
 
 class Checkpointer:
-    def __init__(self, place: RunPlace, cfg: RunConfig, tokenizer: Tokenizer, learner: Learner, layout: Layout):
+    def __init__(self, place: RunPlace, cfg: RunConfig, tokenizer: Tokenizer, learner: Learner, layout: Layout,
+                 evaluation=None):
         self.place, self.cfg, self.tokenizer, self.learner, self.layout = place, cfg, tokenizer, learner, layout
+        self.evaluation = evaluation  # a TrainingEvaluation (lipkit.train.in_training_eval), whose schedule it saves
         self.last_save = _clock()
         self.last_step: int | None = None
 
@@ -66,6 +68,8 @@ class Checkpointer:
             progress, self.layout, optimizer=optimizer_state, optimizer_format=learner.parallel.optimizer_format,
             scheduler=learner.scheduler.state_dict(), scaler=learner.precision.state_dict(), rng=rng,
         )
+        if self.evaluation is not None:
+            state["evaluation"] = self.evaluation.state_dict()
         objective_state = learner.objective.state_dict()
         run_dir = self.place.path
         path = write_checkpoint(run_dir, progress.step, {
@@ -84,7 +88,7 @@ class Checkpointer:
         return path
 
 
-def restore(learner: Learner, checkpoint: Path, layout: Layout, cfg: TrainConfig) -> None:
+def restore(learner: Learner, checkpoint: Path, layout: Layout, cfg: TrainConfig) -> dict | None:
     """Put `checkpoint` back into `learner` (built fresh, as a new run): the model's weights and
     the objective's state, the optimizer, schedule and gradient scaler, the counters and the data
     position (`learner.progress`, where the batches start), and every random stream, so that the
@@ -92,7 +96,8 @@ def restore(learner: Learner, checkpoint: Path, layout: Layout, cfg: TrainConfig
     after this (the frozen-tower feature cache draws from its own).
 
     A checkpoint of another architecture, objective, strategy or training set is refused in one
-    line; the run directory is written only after this."""
+    line; the run directory is written only after this. Returns the evaluation schedule's state
+    (lipkit.train.in_training_eval), None when the checkpoint has none."""
     saved = load_trainer_state(checkpoint)
     learner.parallel.load_model_state(weights_for(learner.model, checkpoint / MODEL_FILE))
     load_objective_state(learner.objective, checkpoint / OBJECTIVE_FILE)
@@ -117,3 +122,4 @@ def restore(learner: Learner, checkpoint: Path, layout: Layout, cfg: TrainConfig
         warnings.warn(f"resuming with {layout.world_size} processes from a checkpoint taken with "
                       f"{len(saved['rng'])}: random streams restart from the seed", stacklevel=2)
         seed_all(mix_seed(cfg.seed, rank, learner.progress.step))
+    return saved.get("evaluation")

@@ -2,7 +2,8 @@
 resume, run directory, batches, steps, the end. The pieces live in their own modules: step (one
 optimizer step, and the `Learner` it changes), checkpointing (saving and `restore`), batches
 (sampler and exact data position), accumulation (feature cache), parallel (DDP/FSDP2), precision,
-rng, run_place, metrics_log, collapse_guard, signals, warm_start."""
+rng, run_place, metrics_log, collapse_guard, signals, warm_start, in_training_eval (evaluation
+during training, and the best kept)."""
 from __future__ import annotations
 
 import contextlib
@@ -31,6 +32,7 @@ from lipkit.train.accumulation import MicroBatch, TowerFeatures
 from lipkit.train.batches import BatchStream, batch_layout, check_batch_fits
 from lipkit.train.checkpointing import Checkpointer, restore
 from lipkit.train.collapse_guard import CollapseGuard
+from lipkit.train.in_training_eval import TrainingEvaluation, check_eval_settings
 from lipkit.train.metrics_log import MetricsLog, truncate_metrics
 from lipkit.train.monitor import Monitor
 from lipkit.train.optim import build_optimizer, build_scheduler
@@ -38,11 +40,11 @@ from lipkit.train.parallel import wrap_model
 from lipkit.train.precision import Precision
 from lipkit.train.rng import seed_all
 from lipkit.train.run_place import DATA_REPORT_FILE, METRICS_FILE, TENSORBOARD_DIR, RunPlace
+from lipkit.train.shared_dir import check_run_dir, same_checkpoint_everywhere
 from lipkit.train.signals import StopSignals
 from lipkit.train.step import Learner, train_step
 from lipkit.train.trainer_state import Layout
 from lipkit.train.warm_start import warm_start
-from lipkit.writable import check_writable
 
 logger = logging.getLogger("lipkit.train")
 
@@ -74,8 +76,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
     run_dir, dist_info = Path(run_dir), distributed.init_from_env()
     check_train_config(cfg.train, dist_info.world_size)
     cfg.model.validate()
-    if dist_info.is_main:
-        check_writable(run_dir, "--out")
+    check_run_dir(run_dir, dist_info)  # rank 0 can write it and every rank sees it (lipkit.train.shared_dir)
     with RunPlace(run_dir, writer=dist_info.is_main) as place, contextlib.ExitStack() as on_exit:
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
@@ -84,6 +85,7 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         cfg = copy.deepcopy(cfg)  # resolved fields (heads, vocabulary, normalisation) are written back into it
         guard = CollapseGuard(cfg.train)
         checkpoint = _checkpoint_to_resume(resume, init, run_dir, dist_info.is_main)
+        same_checkpoint_everywhere(checkpoint, dist_info.world_size)
 
         # ---- data and tokenizer (a resumed or warm-started run keeps its model's vocabulary)
         cfg.data.image_views = _image_views(cfg)
@@ -98,11 +100,14 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
                         len(dataset) if hasattr(dataset, "__len__") else None)
 
         # ---- resume: every part of the checkpoint put back (lipkit.train.checkpointing)
-        if checkpoint is not None:
-            restore(learner, checkpoint, layout, cfg.train)
+        saved_evaluation = restore(learner, checkpoint, layout, cfg.train) if checkpoint is not None else None
         progress, start_step = learner.progress, learner.progress.step
         if checkpoint is not None and start_step >= cfg.train.steps:
             return _nothing_to_train(cfg, learner, run_dir, checkpoint)
+
+        # ---- evaluation during training: checked against its data, and a new run's step 0 evaluated
+        evaluation = TrainingEvaluation.build(cfg, tokenizer, learner, dist_info.is_main, fresh=checkpoint is None,
+                                              saved=saved_evaluation)
 
         # ---- run directory (rank 0 writes): nothing was written before this point
         resuming_here = checkpoint is not None and checkpoint.parent.parent.resolve() == run_dir.resolve()
@@ -113,13 +118,15 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
         # ---- batches, from the restored data position
         stream = on_exit.enter_context(contextlib.closing(
             _batches(dataset, learner, tokenizer, cfg, dist_info, place, write_dir, layout)))
-        checkpointer = Checkpointer(place, cfg, tokenizer, learner, layout)
+        checkpointer = Checkpointer(place, cfg, tokenizer, learner, layout, evaluation)
 
         # ---- steps
         learner.model.train()
         learner.objective.train()
         monitor = on_exit.enter_context(contextlib.closing(
             Monitor(cfg, log, guard, learner, start_step, dist_info.is_main)))
+        if evaluation is not None:
+            evaluation.attach(place, log, monitor, resuming_here)
         start, stopped_by, last_checkpoint = time.perf_counter(), None, None
         with StopSignals() as signals:
             while progress.step < cfg.train.steps:
@@ -130,9 +137,13 @@ def train(cfg: RunConfig, run_dir: str | Path, overwrite: bool = False, resume: 
                 progress.step += 1
                 progress.samples += cfg.train.batch_size
                 progress.position = stream.position()
+                eval_time = evaluation is not None and evaluation.time_due()
+                stop, time_due, eval_time_due = distributed.all_reduce_max_flags(
+                    signals.received is not None, checkpointer.time_due(), eval_time,
+                    device=device if dist_info.world_size > 1 else "cpu")
+                if evaluation is not None and not stop and evaluation.due(progress.step, eval_time_due):
+                    evaluation.evaluate(progress)  # recorded before the step's own record
                 monitor.step_done(outcome, learner, data_wait)
-                stop, time_due = distributed.all_reduce_max_flags(signals.received is not None, checkpointer.time_due(),
-                                                                  device=device if dist_info.world_size > 1 else "cpu")
                 if stop or time_due or checkpointer.step_due(progress.step):
                     last_checkpoint = checkpointer.save(progress)
                 if stop:
@@ -167,6 +178,7 @@ def check_train_config(t: TrainConfig, world_size: int = 1) -> None:
         if not ok:
             raise ConfigError(f"train.{key}: must be {rule}, got {value}")
     batch_layout(t.batch_size, world_size, t.accum_steps)
+    check_eval_settings(t)
     if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard: the 'tensorboard' package is not installed (pip install tensorboard)")
 

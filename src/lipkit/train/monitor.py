@@ -28,6 +28,7 @@ class Monitor:
                                 unit="step", disable=not (cfg.train.progress and is_main), dynamic_ncols=True)
         self.throughput = Throughput(cfg.train.data_wait_warn_share, cfg.data.num_workers)
         self.loss = math.nan  # of the last step that was not skipped
+        self.evaluation: dict[str, str] = {}  # the last evaluation's headline, shown beside the loss
 
     def step_done(self, outcome: StepOutcome, learner: Learner, data_wait: float) -> None:
         self.throughput.add(self.t.batch_size, data_wait)
@@ -57,9 +58,18 @@ class Monitor:
             raise CollapseError(f"{collapse} (train.stop_on_collapse=true)")
         if collapse and self.is_main:
             tqdm.write(f"lipkit: warning: {collapse}")
-        self.bar.set_postfix(loss=f"{self.loss:.4f}", lr=f"{record['lr']:.2e}", sps=f"{figures['samples_per_s']:.0f}")
+        self.bar.set_postfix(loss=f"{self.loss:.4f}", lr=f"{record['lr']:.2e}", sps=f"{figures['samples_per_s']:.0f}",
+                             **self.evaluation)
         if warning and self.is_main:
             tqdm.write(f"lipkit: warning: {warning}")
+
+    def evaluated(self, seconds: float, headline: dict[str, str]) -> None:
+        """An evaluation during training took `seconds`: left out of the throughput window; its
+        `headline` ({metric: value}) shown from now on."""
+        self.throughput.start += seconds
+        self.evaluation = headline
+        shown = {} if math.isnan(self.loss) else {"loss": f"{self.loss:.4f}"}  # no loss before the first step
+        self.bar.set_postfix(**shown, **headline)
 
     def close(self) -> None:
         self.bar.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from lipkit.models.lora import is_lora_key
 from lipkit.runs.directory import MODEL_FILE, CheckpointError, read_tensors
 
 HEAD_PREFIXES = ("image_projection.", "text_projection.", "log_logit_scale", "image_prototypes.",
@@ -17,6 +18,8 @@ HEAD_PREFIXES = ("image_projection.", "text_projection.", "log_logit_scale", "im
 
 
 def _part(key: str) -> str:
+    if is_lora_key(key):
+        return "LoRA adapters"
     return next((p.rstrip(".") for p in HEAD_PREFIXES if key.startswith(p)), key)
 
 
@@ -27,8 +30,12 @@ def warm_start(model: torch.nn.Module, init_dir: Path) -> list[str]:
         raise CheckpointError(f"--init {init_dir}: no {MODEL_FILE} there")
     saved = read_tensors(path)
     own = model.state_dict()
-    missing = [k for k in own if k not in saved]
-    towers_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
+    unplaced = [k for k in saved if is_lora_key(k) and k not in own]
+    if unplaced:  # left out, they would silently change the model
+        raise CheckpointError(f"--init {init_dir}: its LoRA adapters ({unplaced[0]}, ...) have no place in this "
+                              f"config's model; fold them in first (lipkit merge {init_dir} OUT) and start from OUT")
+    missing = [k for k in own if k not in saved]  # new adapters start as the base model (B = 0)
+    towers_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES) and not is_lora_key(k)]
     shape = [k for k in own if k in saved and own[k].shape != saved[k].shape]
     if towers_missing or shape:
         detail = (f"missing {', '.join(towers_missing[:4])}" if towers_missing else
