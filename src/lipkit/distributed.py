@@ -7,7 +7,10 @@ these two functions every objective's loss and gradient equal the single-process
 """
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -46,10 +49,37 @@ def init_from_env(backend: str | None = None) -> DistInfo:
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
+        atexit.register(_let_collectives_settle)
+        warning = elastic_store_warning(os.environ)
+        if warning and dist.get_rank() == 0:
+            print(warning, file=sys.stderr)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available() and dist.get_backend() == "nccl":
         torch.cuda.set_device(local_rank)
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+
+def _let_collectives_settle() -> None:
+    """At exit, before the interpreter shuts down. A gloo thread frees the tensors of the last
+    collective (rank 1's final gather_object at a checkpoint) just after the caller saw it finish,
+    and it needs the GIL for that; when the main thread holds the GIL until Python is finalizing,
+    that thread is killed mid-destructor and the process aborts ("terminate called without an
+    active exception", SIGABRT), after a complete run, which torchrun reports as a failed worker
+    (seen with torch 2.13). Pausing lets that thread finish; unlike destroy_process_group it waits
+    for no peer, so it cannot hang a process whose other ranks are gone."""
+    time.sleep(0.05)
+
+
+def elastic_store_warning(env) -> str | None:
+    """A warning for `torchrun --max-restarts` with the rendezvous' shared TCP store (torch's
+    default since 2.5): the store outlives a restart with the old group's addresses in it, so a
+    restarted group often fails to connect and uses up more restarts (pytorch/pytorch#135712; seen
+    with torch 2.13 in tests/test_multinode.py's set-up). With sharing off, each group gets a fresh store."""
+    if int(env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0 and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return ("lipkit: warning: torchrun --max-restarts with its shared rendezvous store: a restarted group may "
+                "connect to addresses of the group before it and use up its restarts (pytorch/pytorch#135712); set "
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's environment (docs/guides/multi-node.md)")
+    return None
 
 
 class _AllGatherWithGrad(torch.autograd.Function):

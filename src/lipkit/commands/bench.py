@@ -5,6 +5,8 @@
   data-share         share of a fashion-tiny step spent waiting for data
   eval-throughput    encode_image / encode_text per second (with open_clip when available)
   max-batch          largest batch within --memory-gib for --config, and accumulation steps
+  scaling            predicted step time and scaling efficiency of --config on --gpus GPUs (docs/scaling.md);
+                     --doc PATH writes that page (ViT-B/16 CLIP and xCLIP, and the model checked on gloo)
 
 open_clip lives in its own environment (.venv-peer, made by `make bench`): the comparisons that
 need it re-run themselves with .venv-peer's Python when open_clip is not importable here."""
@@ -19,7 +21,7 @@ from pathlib import Path
 from lipkit.errors import UsageError
 
 COMPARE = ("tiny", "vit-b-32")
-WHAT = (*COMPARE, "xclip-ratio", "data-share", "eval-throughput", "max-batch")
+WHAT = (*COMPARE, "xclip-ratio", "data-share", "eval-throughput", "max-batch", "scaling")
 PEER_PYTHON = Path(".venv-peer/bin/python")
 
 
@@ -60,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         print("\n".join(result.lines()))
         out = result.to_dict()
+    elif args.what == "scaling":
+        from lipkit.bench.scaling_page import run_scaling
+
+        out = run_scaling(args)
     elif args.what == "max-batch":
         from lipkit.bench.max_batch import plan
 
@@ -92,8 +98,15 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--full-captions", action="store_true",
                    help="captions fill the whole context (default: 10-20 tokens, like CC3M)")
-    p.add_argument("--config", help="max-batch: preset or YAML file")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="max-batch: config overrides")
+    p.add_argument("--config", help="max-batch, scaling: preset or YAML file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="max-batch, scaling: config overrides")
+    p.add_argument("--gpus", default="8,64,512,1024", help="scaling: GPU counts, comma-separated")
+    p.add_argument("--batch", type=int, default=0, help="scaling: global batch (default: train.batch_size)")
+    p.add_argument("--accelerator", default="h100", help="scaling: accelerator and network figures (h100)")
+    p.add_argument("--precision", default="", help="scaling: fp32|tf32|bf16|fp16|fp64 (default: train.precision)")
+    p.add_argument("--mfu", type=float, default=0.4, help="scaling: assumed model-FLOPs utilisation")
+    p.add_argument("--network-latency-us", type=float, help="scaling: one ring step between nodes (default 5)")
+    p.add_argument("--doc", help="scaling: write docs/scaling.md's page to this path (measures on gloo, ~1 min)")
     p.add_argument("--memory-gib", type=float, help="max-batch: memory budget")
     p.add_argument("--target-batch", type=int, default=0, help="max-batch: effective batch to reach by accumulation")
     p.add_argument("--out", help="write the result as JSON")
