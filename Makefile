@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipkit-installed
 
-.PHONY: demo test install peer bench clean chromium cairo wordnet theory-docs results recipes emergent faults
+.PHONY: demo test install peer bench clean chromium cairo wordnet theory-docs results recipes emergent faults docs
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 demo: $(STAMP)
 	$(VENV)/bin/lipkit demo --out runs/demo
 
-# The open_clip export/import tests, the CLIP_benchmark agreement test and the README's open_clip
+# The open_clip export/import tests, the CLIP_benchmark agreement test and the docs' open_clip
 # snippet need open_clip (and clip-benchmark), which live in .venv-peer only: they run there when it
 # exists (`make peer`; CI builds it), and are skipped in .venv with a note.
 PEER_TESTS := tests/test_interop_open_clip.py tests/test_clip_benchmark_agreement.py tests/test_readme_snippets.py
@@ -117,5 +117,21 @@ emergent: $(STAMP) cairo
 faults: $(STAMP)
 	$(PY) benchmarks/faults.py --out docs/reliability.md
 
+# The documentation site (mkdocs.yml) into site/: MkDocs, Material and mkdocstrings in their own
+# environment, every package pinned in requirements-docs.txt (the `docs` extra names the top-level ones).
+# It builds offline and in strict mode: a broken internal link or anchor, a missing API object or a
+# page left out of the navigation fails. The API pages read src/ statically: no torch is imported.
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.lipkit-docs-installed
+
+$(DOCS_STAMP): requirements-docs.txt
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-docs.txt
+	$(DOCS_VENV)/bin/python -m pip check
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) $(PEER) runs .pytest_cache
+	rm -rf $(VENV) $(PEER) $(DOCS_VENV) site runs .pytest_cache

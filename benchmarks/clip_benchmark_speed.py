@@ -166,7 +166,7 @@ def write_section(page: Path, setting: str, table: list[str], args) -> None:
         f"CLIP_benchmark's own writer: {setting}. Each task as its own command would run it: CLIP_benchmark "
         "1.6.2 loads the model, builds its `wds/` dataset and runs the task (amp off, its linear probe's "
         "feature cache empty); lipkit runs `lipkit eval open_clip:local-dir:MODEL --tasks TASK`. The numbers "
-        "themselves agree (README, \"The same numbers as CLIP_benchmark\"). A ratio above 1: lipkit is faster. "
+        "themselves agree (guides/evaluate.md, \"The same numbers as CLIP_benchmark\"). A ratio above 1: lipkit is faster. "
         "In one command lipkit embeds the classification images once for zero-shot and the probe, where each "
         "CLIP_benchmark run embeds them again.",
         "", *table, "",

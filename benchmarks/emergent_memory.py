@@ -1,4 +1,4 @@
-"""Peak memory of `lipkit eval RUN --tasks emergent` as the number of composites grows (README
+"""Peak memory of `lipkit eval RUN --tasks emergent` as the number of composites grows (docs/guides/emergent.md
 "Emergent properties"): the task streams its images, so the peak should not grow with them.
 
     python benchmarks/emergent_memory.py RUN_DIR [--per-image 1 --per-image 50]

@@ -1,4 +1,4 @@
-"""Peak memory of `lipkit eval` on a generated class folder of N small images (README "Evaluate
+"""Peak memory of `lipkit eval` on a generated class folder of N small images (docs/guides/evaluate.md "Evaluate
 on your own data"): does it stay flat as N grows?
 
     python benchmarks/eval_memory.py RUN_DIR [--images 10000 --images 100000] [--root DIR]

@@ -4,7 +4,7 @@ is) and not decayed, for each seed, and prints the `collapse` task's figures on 
 
     python benchmarks/prototype_decay.py --seeds 0 1 --out runs/prototype-decay
 
-(README "nCLIP: the default, and seeing collapse" quotes its output.)
+(docs/guides/objectives.md "nCLIP: the default, and seeing collapse" quotes its output.)
 """
 from __future__ import annotations
 

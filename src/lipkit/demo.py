@@ -36,7 +36,7 @@ def run_demo(out: Path, steps: int | None = None) -> list[dict]:
             "zero-shot top-1": f"{by_task[ZEROSHOT_CLASSIFICATION]['acc1']:.3f}",
             "linear-probe top-1": f"{by_task[LINEAR_PROBE]['acc1']:.3f}",
             # nCLIP's prototypes of the test images: mutual information / log C, NMI with the
-            # class, prototypes used (README "nCLIP: the default, and seeing collapse")
+            # class, prototypes used (docs/guides/objectives.md, "nCLIP: the default, and seeing collapse")
             "image prototypes (I/log C, NMI, used)": "–" if protos is None else
                 f"{protos['image_mutual_information_ratio']:.2f}, {protos['image_label_nmi']:.2f}, "
                 f"{protos['image_distinct_prototypes']}",

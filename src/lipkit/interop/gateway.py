@@ -2,7 +2,7 @@
 open_clip (interop's export and import, `lipkit eval open_clip:...`, the benchmarks' peer trainer)
 calls `import_open_clip()` here, and never imports open_clip itself; code that reaches torchvision
 through another library (transformers' CLIP classes, CLIP_benchmark) calls `prepare_torchvision()`
-first. In Python, `open_clip = import_open_clip()` is the line to use in .venv-peer (the README's).
+first. In Python, `open_clip = import_open_clip()` is the line to use in .venv-peer (docs/guides/share.md).
 
 The torchvision 0.28.0 wheel (the release that pins torch 2.13.0) is a CUDA build: its C++ ops
 cannot load on CPU torch and `import torchvision` stops at "operator torchvision::nms does not
