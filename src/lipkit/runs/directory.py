@@ -165,22 +165,28 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def write_checkpoint(run_dir: Path, step: int, files: dict[str, Callable[[Path], None]]) -> Path:
     """Write `files` (name -> write(path)) into RUN/checkpoints/step-N, atomically: into a hidden
     temporary directory first, renamed into place once every file is on disk."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    final = root / checkpoint_name(step)
+    # replace: the same step again (a run resumed from an older checkpoint)
+    return write_staged(Path(run_dir) / CHECKPOINTS_DIR / checkpoint_name(step), files,
+                        "the checkpoint", "the checkpoints before it are intact")
+
+
+def write_staged(final: Path, files: dict[str, Callable[[Path], None]], what: str, intact: str) -> Path:
+    """`files` (name -> write(path)) and their manifest into directory `final`, replacing it
+    atomically (staged in a hidden directory, renamed once every file is on disk). A failure to
+    write is one CheckpointWriteError: `final`: cannot write `what` (why); `intact`."""
     try:
-        # replace: the same step again (a run resumed from an older checkpoint)
         with staged_directory(final, replace=True) as tmp:
             for name, write in files.items():
                 write(tmp / name)
                 os.chmod(tmp / name, 0o666 & ~umask())
                 fsync(tmp / name)
             fsync(write_manifest(tmp, files))
-        fsync(root)
+        fsync(final.parent)
     except BaseException as e:
         os_error = as_os_error(e, final)
         if os_error is not None:
-            raise CheckpointWriteError(f"{final}: cannot write the checkpoint ({os_error.strerror or os_error}); "
-                                       f"the checkpoints before it are intact") from None
+            raise CheckpointWriteError(f"{final}: cannot write {what} ({os_error.strerror or os_error}); "
+                                       f"{intact}") from None
         raise
     return final
 

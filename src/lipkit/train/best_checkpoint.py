@@ -17,15 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lipkit.config import ConfigError
-from lipkit.files import fsync, staged_directory, umask
-from lipkit.runs.checksums import write_manifest
-from lipkit.runs.directory import CHECKPOINTS_DIR, CheckpointWriteError, as_os_error
+from lipkit.runs.directory import CHECKPOINTS_DIR, write_staged
 
 BEST_DIR = "best"
 BEST_FILE = "best.json"
@@ -74,20 +71,7 @@ def write_best(run_dir: Path, best: Best, files: dict[str, Callable[[Path], None
     final = best_dir(run_dir)
     record = json.dumps(asdict(best), indent=1) + "\n"
     files = {**files, BEST_FILE: lambda p: p.write_text(record, encoding="utf-8")}
-    try:
-        with staged_directory(final, replace=True) as tmp:
-            for name, write in files.items():
-                write(tmp / name)
-                os.chmod(tmp / name, 0o666 & ~umask())
-                fsync(tmp / name)
-            fsync(write_manifest(tmp, files))
-        fsync(final.parent)
-    except BaseException as e:
-        os_error = as_os_error(e, final)
-        if os_error is not None:
-            raise CheckpointWriteError(f"{final}: cannot write the best checkpoint ({os_error.strerror or os_error}); "
-                                       f"the best before it is intact") from None
-        raise
+    write_staged(final, files, "the best checkpoint", "the best before it is intact")
     return final
 
 
