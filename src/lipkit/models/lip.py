@@ -37,6 +37,11 @@ def lock_tower(tower: nn.Module, unlocked: int, key: str) -> list[nn.Module]:
 
 
 class LIPModel(nn.Module):
+    """An image tower and a text tower, each with an optional residual adapter, and the heads
+    `cfg.heads` names: CLIP projections and a learnable logit scale ("clip"), nCLIP prototype heads
+    ("prototypes"), SLIP's image projector ("ssl"); LoRA adapters on the towers with `cfg.lora`.
+    Build a fresh one from a ModelConfig, or get a trained one from `lipkit.load`."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         heads = set(cfg.heads or DEFAULT_HEADS)
@@ -182,14 +187,21 @@ class LIPModel(nn.Module):
         return self.image_adapter(self.vision(images))
 
     def text_trunk(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pooled features every text head reads: the tower, then the adapter (if any)."""
         return self.text_adapter(self.text(tokens))
 
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Embeddings [B, D] of preprocessed images [B, C, H, W]: the CLIP projection of the
+        image trunk's features (the prototype head's output for a model with no CLIP head);
+        with `normalize`, each row of unit length."""
         f = self.image_trunk(images)
         x = self.image_projection(f) if "clip" in self.heads else self.image_prototypes(f)
         return F.normalize(x, dim=-1) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Embeddings [B, D] of token ids [B, context_length] from the run's tokenizer, as
+        `encode_image` makes them for images (so `image_embeds @ text_embeds.T` with both
+        normalized are cosines)."""
         f = self.text_trunk(tokens)
         x = self.text_projection(f) if "clip" in self.heads else self.text_prototypes(f)
         return F.normalize(x, dim=-1) if normalize else x
