@@ -155,8 +155,7 @@ def write_section(page: Path, setting: str, table: list[str], args) -> None:
     load = args.load_before
     command = "python benchmarks/clip_benchmark_speed.py" + (f" --images {args.images}" if args.images != 2000 else "") \
         + (f" --repeats {args.repeats}" if args.repeats != 1 else "") + " --page docs/performance.md"
-    section = [
-        SECTION, "",
+    body = [
         f"`.venv-peer/bin/{command}` on {now}: {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, load average {load:.1f} when it started"
         + (" (other jobs were running: not a speed figure until rerun on a quiet machine)" if load > 0.5 else "")
@@ -169,13 +168,11 @@ def write_section(page: Path, setting: str, table: list[str], args) -> None:
         "themselves agree (guides/evaluate.md, \"The same numbers as CLIP_benchmark\"). A ratio above 1: lipkit is faster. "
         "In one command lipkit embeds the classification images once for zero-shot and the probe, where each "
         "CLIP_benchmark run embeds them again.",
-        "", *table, "",
+        "", *table,
     ]
-    text = page.read_text(encoding="utf-8") if page.is_file() else "# Performance\n"
-    head, found, rest = text.partition(SECTION)
-    tail = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
-    page.write_text(head.rstrip("\n") + "\n\n" + "\n".join(section) + tail.lstrip("\n"), encoding="utf-8")
-    print(f"wrote {page} ({SECTION})")
+    from lipkit.bench.page_sections import replace_section
+
+    replace_section(page, SECTION, body)
 
 
 if __name__ == "__main__":

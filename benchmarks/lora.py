@@ -28,6 +28,7 @@ import torch
 from lipkit.bench.archs import ARCHS, BenchArch
 from lipkit.bench.harness import median, time_alternating
 from lipkit.bench.memory import tensor_peak_bytes
+from lipkit.bench.page_sections import replace_section
 from lipkit.bench.steps import OPTIM, SHORT_CAPTIONS, Stepper, synthetic_batch
 from lipkit.config import LoraConfig, LoraTargetsConfig, ObjectiveConfig
 
@@ -142,17 +143,12 @@ def main() -> None:
 
 
 def write_section(page: Path, setting: str, table: list[str], command: str) -> None:
-    """Replace (or add) this benchmark's section of `page`."""
+    """Replace (or add) this benchmark's section of `page`; benchmarks/run_all.py keeps it."""
     import datetime
 
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = [SECTION, "", f"`{command} --page {page}` on {now}, torch {torch.__version__}: {setting}.", "",
-               *table, ""]
-    text = page.read_text(encoding="utf-8") if page.is_file() else "# Performance\n"
-    head, found, rest = text.partition(SECTION)
-    tail = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
-    page.write_text(head.rstrip("\n") + "\n\n" + "\n".join(section) + tail.lstrip("\n"), encoding="utf-8")
-    print(f"wrote {page} ({SECTION})")
+    replace_section(page, SECTION, [f"`{command} --page {page}` on {now}, torch {torch.__version__}: {setting}.", "",
+                                    *table])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lipkit.bench.page_sections import kept_sections
+
 LIPKIT = [sys.executable, "-m", "lipkit", "bench"]
 
 
@@ -58,18 +60,6 @@ KEPT_SECTIONS = (
     "## Image views",  # benchmarks/image_views.py, its table copied with the command beside it
     "## LoRA against full fine-tuning",  # benchmarks/lora.py --page
 )
-
-
-def kept_sections(page: Path) -> str:
-    """The KEPT_SECTIONS of the page as it is, each up to the next section."""
-    text = page.read_text(encoding="utf-8") if page.is_file() else ""
-    out = []
-    for heading in KEPT_SECTIONS:
-        start = text.find(heading)
-        if start >= 0:
-            end = text.find("\n## ", start + len(heading))
-            out.append("\n" + text[start:end if end >= 0 else len(text)].rstrip("\n") + "\n")
-    return "".join(out)
 
 
 def main() -> None:
@@ -145,7 +135,7 @@ def main() -> None:
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n" + kept_sections(Path(args.out)))
+    Path(args.out).write_text("\n".join(lines) + "\n" + kept_sections(Path(args.out), KEPT_SECTIONS))
     print(f"wrote {args.out}")
 
 
