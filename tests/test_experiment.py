@@ -299,3 +299,37 @@ def test_digest_dict_leaves_out_only_neutral_fields_at_their_default():
     assert digest_dict(Cfg()) == {"a": 0}
     assert to_dict(Cfg()) == {"a": 0, "new": {"k": 1}, "flag": False}
     assert digest_dict(Cfg(a=2, new=Inner(3), flag=True)) == {"a": 2, "new": {"k": 3}, "flag": True}
+
+
+class _Killed(BaseException):
+    pass
+
+
+@pytest.mark.slow
+def test_a_killed_invocation_still_counts_its_wall_time(tmp_path):
+    from lipkit.experiment.page import _wall_time
+    from lipkit.experiment.runner import grid_wall_seconds, run_grid
+
+    spec = load_spec(_write_spec(tmp_path / "e.yaml", claims=[]))
+    out = tmp_path / "grid"
+
+    def killed_after_the_first_cell(line: str) -> None:
+        if line.startswith("[1/"):
+            raise _Killed  # as SIGKILL would, after the first cell's record is written
+
+    with pytest.raises(_Killed):
+        run_grid(spec, out, log=killed_after_the_first_cell)
+    first, invocations = grid_wall_seconds(out)
+    record = json.loads((out / "cells/fm/clip/b32/s0/cell.json").read_text())
+    assert invocations == 1 and first >= record["wall_seconds"] > 0
+    assert not (out / "cells/fm/xclip/b32/s0/cell.json").exists()
+
+    result = run_grid(spec, out, log=lambda line: None)
+    total, invocations = grid_wall_seconds(out)
+    assert result.ran == 1 and invocations == 2
+    assert total == pytest.approx(first + result.seconds, rel=1e-9)
+
+    assert _wall_time((600.0, 1), 540.0) == ("Wall time of the grid: 10.0 min; inside the cells "
+                                            "(loading, training, evaluation): 9.0 min.")
+    assert "summed over the 3 invocations" in _wall_time((600.0, 3), 540.0)
+    assert "left no record of its own" in _wall_time((60.0, 2), 540.0)

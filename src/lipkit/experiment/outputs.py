@@ -27,7 +27,7 @@ def _finite(row: dict) -> dict:
 
 
 def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command: str,
-                  grid_seconds: float, page: Path | None = None, rewritten: bool = False) -> list[Path]:
+                  grid_time: tuple[float, int], page: Path | None = None, rewritten: bool = False) -> list[Path]:
     groups, choices = choose(spec, records, summarise(records))
     verdicts = judge_all(spec, groups)
     summary = out / "summary.json"
@@ -60,5 +60,5 @@ def write_results(spec: ExperimentSpec, records: list[dict], out: Path, command:
                     figures[f"claim:{c.id}"] = path
         written += list(figures.values())
         written.append(_text(target, render(spec, len(records), groups, verdicts, figures, target, command,
-                                            grid_seconds, cell_seconds, choices, rewritten) + "\n"))
+                                            grid_time, cell_seconds, choices, rewritten) + "\n"))
     return written

@@ -13,6 +13,18 @@ from .spec import ExperimentSpec
 from .summary import Group, Key, dataset_tables
 
 
+def _wall_time(grid_time: tuple[float, int], cell_seconds: float) -> str:
+    seconds, invocations = grid_time
+    text = f"Wall time of the grid: {_clock(seconds)}"
+    if invocations > 1:
+        text += f", summed over the {invocations} invocations that ran it"
+    text += f"; inside the cells (loading, training, evaluation): {_clock(cell_seconds)}."
+    if cell_seconds > seconds * 1.01:
+        text += (" The wall time is less than the time inside the cells because an invocation that was killed "
+                 "before lipkit recorded wall time after every cell left no record of its own.")
+    return text
+
+
 def _clock(seconds: float) -> str:
     m = seconds / 60
     return f"{m:.1f} min"
@@ -56,7 +68,7 @@ def _claim_detail(spec: ExperimentSpec, v: Verdict) -> list[str]:
 
 
 def render(spec: ExperimentSpec, runs: int, groups: dict[Key, Group], verdicts: list[Verdict],
-           figures: dict[str, Path], page: Path, command: str, grid_seconds: float,
+           figures: dict[str, Path], page: Path, command: str, grid_time: tuple[float, int],
            cell_seconds: float, choices: list[Choice] = (), rewritten: bool = False) -> str:
     """`rewritten`: the page is made again from the cells the command kept (--summary-only)."""
     date = time.strftime("%Y-%m-%d %H:%M")
@@ -71,9 +83,8 @@ def render(spec: ExperimentSpec, runs: int, groups: dict[Key, Group], verdicts: 
     if spec.description:
         lines += [spec.description.strip(), ""]
     lines += [
-             f"{runs} training runs, each evaluated on: {', '.join(spec.tasks)}. Wall time of "
-             f"the grid: {_clock(grid_seconds)} (summed over invocations, if it was resumed); of which "
-             f"inside the cells (loading, training, evaluation): {_clock(cell_seconds)}.", "",
+             f"{runs} training runs, each evaluated on: {', '.join(spec.tasks)}. {_wall_time(grid_time, cell_seconds)}",
+             "",
              "## Verdicts", "",
              "Each claim is checked in every (dataset, batch size, metric) condition: a difference of "
              "seed means beyond two standard errors is a win or a loss, anything smaller a tie; a "

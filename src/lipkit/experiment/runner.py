@@ -137,6 +137,7 @@ def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
     memo = TowerMemo()
     result = GridResult()
     start = time.perf_counter()
+    before = _read(out / GRID_FILE) or {}
     todo = [needs_run(cell, spec, _read(cell.directory(out) / CELL_FILE)) for cell in cells]
     remaining = sum(todo)
     log(f"experiment {spec.title or spec.source}: {len(cells)} cells ({len(spec.datasets)} datasets, "
@@ -155,6 +156,7 @@ def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
             break
         record["wall_seconds"] = time.perf_counter() - t0  # loading, training, evaluation
         write_json(cell.directory(out) / CELL_FILE, record, indent=2)
+        _add_wall_time(out, before, time.perf_counter() - start)
         if spec.keep == "results":
             _prune(cell.directory(out) / "run")
         result.records.append(record)
@@ -166,12 +168,19 @@ def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
         log(f"[{i}/{len(cells)}] {cell.key}: {time.perf_counter() - t0:.0f}s  {outcome}  "
             f"(elapsed {_clock(elapsed)}{eta})")
     result.seconds = time.perf_counter() - start
-    totals = _read(out / GRID_FILE) or {}
-    write_json(out / GRID_FILE, {"wall_seconds": totals.get("wall_seconds", 0.0) + result.seconds,
-                                 "invocations": totals.get("invocations", 0) + 1}, indent=2)
+    _add_wall_time(out, before, result.seconds)
     return result
 
 
-def grid_wall_seconds(out: Path) -> float:
-    """Wall time of every `lipkit experiment` invocation on DIR so far (0 when none recorded)."""
-    return (_read(out / GRID_FILE) or {}).get("wall_seconds", 0.0)
+def _add_wall_time(out: Path, before: dict, seconds: float) -> None:
+    """Record this invocation's wall time so far on top of the earlier ones'. Written after every
+    cell, so an invocation that is killed (SIGKILL, a crash) still counts up to its last cell."""
+    write_json(out / GRID_FILE, {"wall_seconds": before.get("wall_seconds", 0.0) + seconds,
+                                 "invocations": before.get("invocations", 0) + 1}, indent=2)
+
+
+def grid_wall_seconds(out: Path) -> tuple[float, int]:
+    """Wall time of every `lipkit experiment` invocation on DIR so far, and how many there were
+    ((0, 0) when none recorded)."""
+    totals = _read(out / GRID_FILE) or {}
+    return totals.get("wall_seconds", 0.0), totals.get("invocations", 0)
