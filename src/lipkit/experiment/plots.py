@@ -18,6 +18,7 @@ from .summary import Group, Key  # noqa: E402
 
 BAR_METRICS = ("zeroshot", "linear", "knn", "retrieval_i2t", "ood_zeroshot", "caption_probe",
                "wordsim", "image_mi", "image_nmi")
+CROWDED = 16  # settings in a panel beyond which a figure puts one panel per row
 
 
 def dataset_bars(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str, path: Path) -> Path | None:
@@ -27,10 +28,11 @@ def dataset_bars(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str, p
     batches = spec.batch_sizes_of(spec.dataset(dataset))
     shown = [spec.setting(name) for name in spec.shown()
              if any(g.dataset == dataset and g.setting == name for g in groups.values())]
-    cols = 2
+    cols = 1 if len(shown) > CROWDED else 2  # one panel a row, so that many settings keep their labels legible
     rows = math.ceil(len(present) / cols)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, cols, figsize=(11, 2.9 * rows), squeeze=False)
+        height = (2.9 + 0.9 * (cols == 1)) * rows
+        fig, axes = plt.subplots(rows, cols, figsize=(max(11, 0.32 * len(shown)), height), squeeze=False)
         width = 0.8 / len(batches)
         for ax, metric in zip(axes.flat, present):
             for j, batch in enumerate(batches):
@@ -45,12 +47,12 @@ def dataset_bars(spec: ExperimentSpec, groups: dict[Key, Group], dataset: str, p
                        label=f"batch {batch}", error_kw={"elinewidth": 0.8})
             ax.set_title(METRICS[metric].label)
             ax.set_xticks(range(len(shown)))
-            ax.set_xticklabels([s.title for s in shown], rotation=35, ha="right", fontsize=8)
+            ax.set_xticklabels([s.title for s in shown], rotation=35, ha="right", rotation_mode="anchor", fontsize=8)
         for ax in list(axes.flat)[len(present):]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=8)
         fig.suptitle(f"{dataset}: mean ± std over {len(spec.seeds)} seeds", fontweight="bold")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))  # room for the title above the first row
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
         plt.close(fig)
