@@ -107,11 +107,12 @@ def test_modelled_collectives_equal_the_counted_ones(measured, world_size, case)
 
 
 def test_counted_steps_see_the_wrappers_own_collectives(measured):
-    """DDP's C++ reducer and buffer broadcast, FSDP2's padded shards and the norm DTensor reduces
+    """DDP's C++ reducer, FSDP2's padded shards and the norm DTensor reduces
     inside another operator: the counts hold them, and the padding is real at 4 processes."""
     out, counted = measured
     kinds = {case: Counter(kind for kind, _, _ in records) for n in counted for case, records in counted[n].items()}
-    assert kinds["ddp-xclip"]["broadcast"] == 2  # BatchNorm running statistics (float32) and batch counts (int64)
+    # the heads' BatchNorm statistics are equal on every rank by construction: DDP broadcasts no buffer
+    assert kinds["ddp-xclip"]["broadcast"] == 0
     assert kinds["fsdp-xclip-clipped"]["reduce_scatter"] == 2 * 2 + 1  # one per block of two 2-block towers, root
     assert ("all_reduce", "float32", 60) in counted[2]["fsdp-xclip-clipped"]  # the 60 tower parameters' norms
     cfg = recorded_config(out, 4, "fsdp-clip")

@@ -321,12 +321,13 @@ def write_page(path: Path) -> None:
         "",
         *_breakdown("xclip-vit-b-16", SWEEP[-1], cluster),
         "",
-        "Three of these could shrink in lipkit itself: the batch-size all-gather that `all_gather_with_grad` runs "
+        "Two of these could shrink in lipkit itself: the batch-size all-gather that `all_gather_with_grad` runs "
         "before every feature all-gather (a check that every rank has the same batch) costs a full ring latency "
-        "each time; DDP re-broadcasts the prototype heads' BatchNorm running statistics from rank 0 every step "
-        "(`broadcast_buffers`), although the global-batch statistics already make them equal on every rank; and "
-        "`average_gradients` sums the heads' gradients in float64 after the backward, where nothing hides it "
-        f"({_mib(head_bytes)} per xCLIP step, twice their float32 size).",
+        "each time; and `average_gradients` sums the heads' gradients in float64 after the backward, where "
+        f"nothing hides it ({_mib(head_bytes)} per xCLIP step, twice their float32 size). A third is gone: DDP "
+        "no longer re-broadcasts the prototype heads' BatchNorm running statistics from rank 0 before every "
+        "step, since the global-batch statistics make them equal on every rank (`LIPModel.head_buffers`, "
+        "`tests/test_ddp_buffers.py`); with transformer towers DDP now broadcasts nothing.",
         "",
         "## FSDP",
         "",

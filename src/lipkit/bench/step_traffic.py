@@ -107,13 +107,14 @@ def ddp_buckets(params: list[nn.Parameter]) -> list[int]:
 
 def ddp_collectives(shape: StepShape, model: LIPModel) -> list[Collective]:
     """Gradient buckets (one all-reduce each, on the last micro-batch), and the broadcast of the
-    model's buffers from rank 0 before the step's first forward (broadcast_buffers: one flat
-    tensor per dtype; the heads' BatchNorm running statistics)."""
+    towers' buffers from rank 0 before the step's first forward (broadcast_buffers: one flat
+    tensor per dtype; an EfficientNet's BatchNorm statistics, none for transformer towers). The
+    heads' buffers are equal on every rank by construction and left out of DDP."""
     dtype = shape.float_dtype
     out = [Collective("all_reduce", dtype, n, "DDP gradient bucket", GRADIENTS, "backward")
            for n in ddp_buckets(tower_parameters(model))]
     by_dtype: dict[str, int] = {}
-    for b in model.buffers():
+    for b in (b for tower in (model.vision, model.text) for b in tower.buffers()):
         name = str(b.dtype).removeprefix("torch.")
         name = dtype if b.is_floating_point() else name  # float buffers follow the parameters' dtype
         by_dtype[name] = by_dtype.get(name, 0) + b.numel()

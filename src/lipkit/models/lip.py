@@ -141,6 +141,12 @@ class LIPModel(nn.Module):
         """(name, parameter) of everything `heads_from_features` runs."""
         return [(n, p) for n, p in self.named_parameters() if n.split(".", 1)[0] not in self.TOWERS]
 
+    def head_buffers(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, buffer) of the heads: the global-batch BatchNorm's running statistics, which every
+        process updates from the same all-reduced batch statistics, and a fixed logit scale. Equal
+        on every rank by construction, so DDP need not broadcast them (lipkit.train.parallel)."""
+        return [(n, b) for n, b in self.named_buffers() if n.split(".", 1)[0] not in self.TOWERS]
+
     def prototype_vectors(self) -> list[nn.Parameter]:
         """The nCLIP heads' prototype matrices (model.prototypes.freeze_steps holds them still)."""
         return [head.prototypes for head in (getattr(self, "image_prototypes", None),

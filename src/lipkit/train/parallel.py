@@ -120,8 +120,13 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> Paralle
     if not model.towers_trainable:
         return Parallel(model, model, "replicated", replicated=replicated)
     if strategy == "ddp":
-        # DDP names a parameter of the root module ".name" in some of its checks and "name" in others
-        names = [n for n, _ in heads] + [f".{n}" for n, _ in heads if "." not in n]
+        # The heads' buffers are left out too: equal on every rank by construction
+        # (LIPModel.head_buffers), so DDP's per-step broadcast of them from rank 0 would move
+        # bytes and a latency for nothing. Tower buffers (an EfficientNet's local BatchNorm) stay
+        # in, broadcast as usual. DDP names a member of the root module ".name" in some of its
+        # checks and "name" in others.
+        ignored = [n for n, _ in heads] + [n for n, _ in model.head_buffers()]
+        names = ignored + [f".{n}" for n in ignored if "." not in n]
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         return Parallel(model, ddp, "ddp", replicated=replicated)
