@@ -319,15 +319,21 @@ def test_a_killed_invocation_still_counts_its_wall_time(tmp_path):
 
     with pytest.raises(_Killed):
         run_grid(spec, out, log=killed_after_the_first_cell)
-    first, invocations = grid_wall_seconds(out)
+    cells = build_cells(spec)
+    first, invocations = grid_wall_seconds(out, cells)
     record = json.loads((out / "cells/fm/clip/b32/s0/cell.json").read_text())
     assert invocations == 1 and first >= record["wall_seconds"] > 0
     assert not (out / "cells/fm/xclip/b32/s0/cell.json").exists()
 
     result = run_grid(spec, out, log=lambda line: None)
-    total, invocations = grid_wall_seconds(out)
+    total, invocations = grid_wall_seconds(out, cells)
     assert result.ran == 1 and invocations == 2
     assert total == pytest.approx(first + result.seconds, rel=1e-9)
+
+    # a changed spec is another grid: its cells train again, and the old grid's time does not count
+    changed = load_spec(_write_spec(tmp_path / "e.yaml", claims=[], seeds=[1]))
+    assert grid_wall_seconds(out, build_cells(changed)) == (0.0, 0)
+    assert grid_wall_seconds(out, cells) == (total, 2)
 
     assert _wall_time((600.0, 1), 540.0) == ("Wall time of the grid: 10.0 min; inside the cells "
                                             "(loading, training, evaluation): 9.0 min.")

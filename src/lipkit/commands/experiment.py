@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         if result.stopped_by is not None:
             return 0
     command = "lipkit experiment " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--summary-only")
-    written = write_results(spec, result.records, out, command, grid_wall_seconds(out),
+    written = write_results(spec, result.records, out, command, grid_wall_seconds(out, cells),
                             page=Path(args.page) if args.page else None, rewritten=args.summary_only)
     failed = sum("error" in r for r in result.records)
     print(f"experiment: {result.ran} cells run in {result.seconds / 60:.1f} min, {len(result.records)} "
