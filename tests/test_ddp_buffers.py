@@ -2,26 +2,20 @@
 running statistics stay equal on every rank without the per-step broadcast from rank 0, while an
 EfficientNet tower's local BatchNorm is still broadcast."""
 import json
-import socket
 
 import pytest
 import torch.multiprocessing as mp
 
 from _ddp_buffer_worker import worker
+from _ports import free_port
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp-buffers")
-    mp.spawn(worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     return json.loads((out / "report.json").read_text())
 
 

@@ -8,7 +8,6 @@ of ~1e-5 from summation order alone (biases that start at zero), which would lea
 float64 they are ~1e-12, so rel 1e-5 only fails on a real error."""
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from safetensors.torch import load_file
 
 from _train_workers import CASES, RESUMED, STEPS, bad_data_worker, case_config, worker
 from lipkit.train import train
+from _ports import free_port
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 RTOL = 1e-5
@@ -27,16 +27,10 @@ RTOL = 1e-5
 SCALE_FLOOR = 1e-4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     return out
 
 
@@ -107,7 +101,7 @@ def test_bad_samples_are_pooled_over_processes(tmp_path, limit):
     import json
 
     data = _pairs_with_unreadable_images(tmp_path / "pairs", good=30, bad=6)
-    mp.spawn(bad_data_worker, args=(2, _free_port(), str(tmp_path), str(data), limit), nprocs=2, join=True)
+    mp.spawn(bad_data_worker, args=(2, free_port(), str(tmp_path), str(data), limit), nprocs=2, join=True)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     if limit == 0.1:

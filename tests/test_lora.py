@@ -8,7 +8,6 @@ feature-cache accumulation) ends bitwise equal to the uninterrupted one; `lipkit
 without the named projections is one line before anything is written."""
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
@@ -35,6 +34,7 @@ from lipkit.models.lora import LoraLinear, fold_lora_state, is_lora_key, merged_
 from lipkit.objectives import build_objective
 from lipkit.train import train
 from lipkit.train.optim import build_optimizer
+from _ports import free_port
 
 BOTH = LoraTargetsConfig(image=["attention", "mlp"], text=["attention", "mlp"])
 
@@ -316,17 +316,11 @@ PARITY = {  # dropout masks are drawn per process, so these runs have none (as t
 RTOL, SCALE_FLOOR = 1e-5, 1e-4  # as tests/test_ddp_train.py (float64: summation order leaves ~1e-12)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 @pytest.mark.slow
 def test_two_processes_train_the_adapters_of_one(tmp_path):
     cfgs = {name: load_config("fashion-tiny", PARITY_BASE + sets) for name, sets in PARITY.items()}
-    mp.spawn(train_worker, args=(2, _free_port(), str(tmp_path), cfgs), nprocs=2, join=True)
+    mp.spawn(train_worker, args=(2, free_port(), str(tmp_path), cfgs), nprocs=2, join=True)
     for name, cfg in cfgs.items():
         train(cfg, tmp_path / f"{name}-single")
         single = load_file(tmp_path / f"{name}-single" / "model.safetensors")

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from _ports import free_port
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -50,18 +51,12 @@ WORKERS = Path(__file__).resolve().parent / "_multinode_workers.py"
 TIMEOUT = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_nodes(script: list[str], logs: Path, cwd: list[Path], max_restarts: int = 0,
                env: dict | None = None) -> list[tuple[int, str]]:
     """Two torchrun launches, one worker each, meeting at a fresh rendezvous; (status, torchrun's
     output) of each. Workers' output goes to `logs`/node-N (see `_worker_stderr`), torchrun's to
     `logs`/torchrun-N.out."""
-    port, run_id = _free_port(), uuid.uuid4().hex[:8]
+    port, run_id = free_port(), uuid.uuid4().hex[:8]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
     procs = []
     logs.mkdir(parents=True, exist_ok=True)
@@ -194,7 +189,7 @@ def test_run_dir_checks_agree_on_every_rank(tmp_path):
     from _multinode_workers import check_worker
 
     (tmp_path / "a-file").write_text("not a folder")
-    mp.spawn(check_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(check_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
     assert first["shared"] == second["shared"] == "ok" and first["same checkpoint"] == "ok"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "rank0.json", "rank1.json"]  # no check file

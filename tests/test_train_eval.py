@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import sys
 import types
 from pathlib import Path
@@ -40,6 +39,7 @@ from lipkit.eval.runner import evaluate_spec
 from lipkit.runs.checksums import damage, write_manifest
 from lipkit.train import in_training_eval
 from lipkit.train.best_checkpoint import BEST_FILE, BestKeeper, better
+from _ports import free_port
 
 STEPS = 12
 TRAINED = ["train.steps=12", "train.lr=3e-3", "model.vision.dropout=0.1", "model.text.dropout=0.1"]
@@ -266,10 +266,7 @@ def _two_process_worker(rank: int, size: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.multiprocess
 def test_two_processes_under_fsdp_evaluate_on_rank_0_without_changing_the_run(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_two_process_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_two_process_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     plain, evaluated = tmp_path / "plain-rank0", tmp_path / "evaluated-rank0"
     assert _bitwise_equal(_weights(evaluated), _weights(plain))
     assert not (tmp_path / "evaluated-rank1").exists()
