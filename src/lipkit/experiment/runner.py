@@ -8,6 +8,7 @@ mid-training resumes from its newest checkpoint. A cell whose config changed is 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import shutil
 import time
@@ -137,7 +138,8 @@ def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
     memo = TowerMemo()
     result = GridResult()
     start = time.perf_counter()
-    before = _earlier_wall_time(out, cells)
+    grid = _grid_key(cells)
+    before = _earlier_wall_time(out, grid)
     todo = [needs_run(cell, spec, _read(cell.directory(out) / CELL_FILE)) for cell in cells]
     remaining = sum(todo)
     log(f"experiment {spec.title or spec.source}: {len(cells)} cells ({len(spec.datasets)} datasets, "
@@ -156,7 +158,7 @@ def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
             break
         record["wall_seconds"] = time.perf_counter() - t0  # loading, training, evaluation
         write_json(cell.directory(out) / CELL_FILE, record, indent=2)
-        _add_wall_time(out, cells, before, time.perf_counter() - start)
+        _add_wall_time(out, grid, before, time.perf_counter() - start)
         if spec.keep == "results":
             _prune(cell.directory(out) / "run")
         result.records.append(record)
@@ -168,35 +170,33 @@ def run_grid(spec: ExperimentSpec, out: Path, cells: list[Cell] | None = None,
         log(f"[{i}/{len(cells)}] {cell.key}: {time.perf_counter() - t0:.0f}s  {outcome}  "
             f"(elapsed {_clock(elapsed)}{eta})")
     result.seconds = time.perf_counter() - start
-    _add_wall_time(out, cells, before, result.seconds)
+    _add_wall_time(out, grid, before, result.seconds)
     return result
 
 
 def _grid_key(cells: list[Cell]) -> str:
     """Names the grid the wall time belongs to: every cell with its config digest."""
-    import hashlib
-
     return hashlib.sha256(json.dumps(sorted((c.key, c.digest) for c in cells)).encode()).hexdigest()[:16]
 
 
-def _earlier_wall_time(out: Path, cells: list[Cell]) -> dict:
+def _earlier_wall_time(out: Path, grid: str) -> dict:
     """The wall time recorded in DIR by earlier invocations of this same grid. A record of another
     grid (its spec changed since, so its cells are being trained again) does not count. A record
     from before grids were named is taken as this grid's."""
     totals = _read(out / GRID_FILE) or {}
-    return totals if totals.get("grid", _grid_key(cells)) == _grid_key(cells) else {}
+    return totals if totals.get("grid", grid) == grid else {}
 
 
-def _add_wall_time(out: Path, cells: list[Cell], before: dict, seconds: float) -> None:
+def _add_wall_time(out: Path, grid: str, before: dict, seconds: float) -> None:
     """Record this invocation's wall time so far on top of the earlier ones'. Written after every
     cell, so an invocation that is killed (SIGKILL, a crash) still counts up to its last cell."""
     write_json(out / GRID_FILE, {"wall_seconds": before.get("wall_seconds", 0.0) + seconds,
-                                 "invocations": before.get("invocations", 0) + 1, "grid": _grid_key(cells)},
+                                 "invocations": before.get("invocations", 0) + 1, "grid": grid},
                indent=2)
 
 
 def grid_wall_seconds(out: Path, cells: list[Cell]) -> tuple[float, int]:
     """Wall time of every `lipkit experiment` invocation of this grid on DIR so far, and how many
     there were ((0, 0) when none recorded)."""
-    totals = _earlier_wall_time(out, cells)
+    totals = _earlier_wall_time(out, _grid_key(cells))
     return totals.get("wall_seconds", 0.0), totals.get("invocations", 0)
