@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from lipkit.config import ModelConfig, PrototypeHeadConfig, TextConfig, VisionConfig
+from lipkit.distributed import init_from_env
 from lipkit.models import LIPModel
 from lipkit.train.parallel import wrap_model
 
@@ -26,7 +27,7 @@ MODELS = {
 def worker(rank: int, size: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=size)
+    init_from_env("gloo")  # with lipkit's pause at exit for gloo's last collective (lipkit.distributed)
     report = {}
     try:
         for name, cfg in MODELS.items():
